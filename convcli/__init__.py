@@ -1,0 +1,29 @@
+"""convcli: batch convolution and pooling in pure NumPy, with PyTorch/TensorFlow semantics.
+
+The library API does no I/O and prints nothing::
+
+    from convcli import conv2d, max_pool2d, avg_pool2d
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from convcli.engine import avg_pool2d, conv2d, max_pool2d
+from convcli.errors import ConvcliError, InputError, KernelError, LimitError
+
+try:
+    __version__ = version("convcli")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0+unknown"
+
+__all__ = [
+    "ConvcliError",
+    "InputError",
+    "KernelError",
+    "LimitError",
+    "__version__",
+    "avg_pool2d",
+    "conv2d",
+    "max_pool2d",
+]

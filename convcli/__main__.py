@@ -1,0 +1,5 @@
+"""``python -m convcli`` runs the command line."""
+
+from convcli.cli import main
+
+main()

@@ -1,0 +1,668 @@
+"""Batch 2-D cross-correlation and pooling in pure NumPy, with PyTorch/TensorFlow semantics.
+
+Everything is computed in NHWC internally, in blocks of output rows so that scratch memory
+stays bounded whatever the batch size: each block is padded on the fly (no padded copy of the
+whole input), unfolded with a sliding-window view and reduced with one GEMM (convolution) or a
+few element-wise maxima/sums (pooling). Python loops run over blocks and kernel taps only,
+never over pixels.
+
+Output size, per spatial axis, for input size ``n``, padding ``before + after``, kernel ``k``,
+dilation ``d`` and stride ``s``::
+
+    out = floor((n + before + after - d * (k - 1) - 1) / s) + 1
+
+``padding="same"`` follows TensorFlow: ``out = ceil(n / s)`` and the total padding
+``max((out - 1) * s + d * (k - 1) + 1 - n, 0)`` is split with the extra pixel after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+from numpy.lib.stride_tricks import sliding_window_view
+
+from convcli.errors import ConvcliError, LimitError
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "KERNEL_LAYOUTS",
+    "LAYOUTS",
+    "PAD_MODES",
+    "avg_pool2d",
+    "conv2d",
+    "max_pool2d",
+    "resolve_padding",
+]
+
+#: Input/output layouts of arrays: batch, height, width, channels in either order.
+LAYOUTS = ("NHWC", "NCHW")
+#: Layouts of 4-D filter banks: convcli's default, PyTorch's weight, TensorFlow's filter.
+KERNEL_LAYOUTS = ("OHWI", "OIHW", "HWIO")
+#: Padding modes, with PyTorch's names and meanings.
+PAD_MODES = ("zeros", "reflect", "replicate", "circular")
+#: Default cap on the bytes of an output or of the scratch memory of one block.
+DEFAULT_MAX_BYTES = 4 * 1024**3
+#: Bytes of unfolded patches (or padded rows, for pooling) one block aims for.
+BLOCK_BYTES = 4 * 1024**2
+
+Array: TypeAlias = npt.NDArray[Any]
+FloatArray: TypeAlias = npt.NDArray[np.floating[Any]]
+IntPair: TypeAlias = tuple[int, int]
+Padding4: TypeAlias = tuple[int, int, int, int]
+PaddingArg: TypeAlias = int | str | Sequence[int]
+PairArg: TypeAlias = int | Sequence[int]
+
+
+# --------------------------------------------------------------------------- argument checks
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
+def _pair(value: PairArg, name: str, *, minimum: int = 1) -> IntPair:
+    """``value`` as (height, width), each an int >= ``minimum``."""
+    if isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_):
+        pair = (int(value), int(value))
+    elif isinstance(value, Sequence) and len(value) == 2 and all(_is_int(v) for v in value):
+        pair = (int(value[0]), int(value[1]))
+    else:
+        raise ConvcliError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if min(pair) < minimum:
+        raise ConvcliError(f"{name} must be >= {minimum}, got {value!r}")
+    return pair
+
+
+def _compute_dtype(x: Array, name: str = "input") -> np.dtype[Any]:
+    """float64 stays float64; every other real dtype computes in float32."""
+    kind = x.dtype.kind
+    if kind not in "iuf":
+        what = {"b": "bool", "c": "complex", "U": "string", "S": "bytes", "O": "object"}
+        raise ConvcliError(
+            f"{name} dtype {what.get(kind, str(x.dtype))} ({x.dtype}) is not supported; "
+            "expected integers or floats"
+        )
+    return np.dtype(np.float64) if x.dtype == np.float64 else np.dtype(np.float32)
+
+
+def _check_layout(layout: str) -> None:
+    if layout not in LAYOUTS:
+        raise ConvcliError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+
+
+def _to_nhwc(x: Array, layout: str) -> Array:
+    """View an input of rank 2, 3 or 4 in ``layout`` as an (N, H, W, C) batch."""
+    _check_layout(layout)
+    if x.ndim == 2:
+        return x[None, :, :, None]
+    if x.ndim == 3:
+        return x[None] if layout == "NHWC" else x.transpose(1, 2, 0)[None]
+    if x.ndim == 4:
+        return x if layout == "NHWC" else x.transpose(0, 2, 3, 1)
+    raise ConvcliError(
+        f"input must be 2-D (H,W), 3-D (H,W,C) or 4-D (N,H,W,C) in layout {layout}, "
+        f"got {x.ndim}-D shape {x.shape}"
+    )
+
+
+def _from_nhwc(out: Array, rank: int, layout: str) -> Array:
+    """Return an (N, H, W, C) result in the input's rank and layout.
+
+    A 2-D input keeps rank 2 when the result has one channel; with several output channels
+    the result gains a channel axis ((H, W, C) or (C, H, W)).
+    """
+    if rank == 2 and out.shape[3] == 1:
+        return out[0, :, :, 0]
+    if rank in (2, 3):
+        single = out[0]
+        return single if layout == "NHWC" else np.ascontiguousarray(single.transpose(2, 0, 1))
+    return out if layout == "NHWC" else np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+
+
+def resolve_padding(
+    padding: PaddingArg,
+    size: IntPair,
+    extent: IntPair,
+    stride: IntPair,
+) -> Padding4:
+    """Padding as (top, bottom, left, right) pixels.
+
+    Args:
+        padding: int, (ph, pw), (top, bottom, left, right), ``"valid"`` or ``"same"``.
+        size: input (height, width).
+        extent: effective kernel size ``dilation * (k - 1) + 1`` per axis.
+        stride: stride per axis.
+    """
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0, 0, 0)
+        if padding == "same":
+            sides: list[int] = []
+            for n, k, s in zip(size, extent, stride, strict=True):
+                out = -(-n // s)
+                total = max((out - 1) * s + k - n, 0)
+                sides += [total // 2, total - total // 2]
+            return (sides[0], sides[1], sides[2], sides[3])
+        raise ConvcliError(f'padding must be "same", "valid" or ints, got {padding!r}')
+    if _is_int(padding):
+        p = int(padding)  # type: ignore[arg-type]
+        values: tuple[int, ...] = (p, p, p, p)
+    elif isinstance(padding, Sequence) and all(_is_int(v) for v in padding):
+        if len(padding) == 2:
+            values = (int(padding[0]), int(padding[0]), int(padding[1]), int(padding[1]))
+        elif len(padding) == 4:
+            values = tuple(int(v) for v in padding)
+        else:
+            raise ConvcliError(
+                f"padding must have 1, 2 (ph, pw) or 4 (top, bottom, left, right) values, "
+                f"got {len(padding)}"
+            )
+    else:
+        raise ConvcliError(
+            f"padding must be an int, a tuple of ints, 'same' or 'valid', got {padding!r}"
+        )
+    if min(values) < 0:
+        raise ConvcliError(f"padding must be >= 0, got {padding!r}")
+    return (values[0], values[1], values[2], values[3])
+
+
+def _output_length(n: int, before: int, after: int, extent: int, stride: int) -> int:
+    return (n + before + after - extent) // stride + 1
+
+
+def _check_bytes(nbytes: int, what: str, max_bytes: int) -> None:
+    if nbytes > max_bytes:
+        raise LimitError(
+            f"{what} would need {nbytes:,} bytes, over the limit of {max_bytes:,} (max_bytes)"
+        )
+
+
+# --------------------------------------------------------------------------- padded blocks
+
+
+@dataclass(frozen=True)
+class _AxisPlan:
+    """How one spatial axis is padded and strided.
+
+    ``index[p]`` is the input position that padded position ``p`` reads, and ``valid[p]``
+    whether it is a real pixel (false for zero/-inf padding and ceil-mode overhang).
+    """
+
+    index: npt.NDArray[np.intp]
+    valid: npt.NDArray[np.bool_]
+    out: int
+    stride: int
+    dilation: int
+    kernel: int
+
+    @property
+    def extent(self) -> int:
+        return self.dilation * (self.kernel - 1) + 1
+
+    def padded_span(self, start: int, stop: int) -> slice:
+        """Padded positions read by outputs ``start:stop``."""
+        return slice(start * self.stride, (stop - 1) * self.stride + self.extent)
+
+
+def _axis_plan(
+    n: int,
+    before: int,
+    after: int,
+    *,
+    kernel: int,
+    stride: int,
+    dilation: int,
+    out: int,
+    mode: str,
+) -> _AxisPlan:
+    """Index map of a padded axis covering every window of ``out`` outputs."""
+    extent = dilation * (kernel - 1) + 1
+    # Ceil-mode windows may overhang the padded input; they read "invalid" positions.
+    length = max(n + before + after, (out - 1) * stride + extent)
+    positions = np.arange(-before, length - before, dtype=np.intp)
+    inside = (positions >= 0) & (positions < n)
+    if mode == "replicate":
+        index = np.clip(positions, 0, n - 1)
+    elif mode == "circular":
+        index = positions % n
+    elif mode == "reflect":
+        period = max(2 * (n - 1), 1)
+        folded = positions % period
+        index = np.where(folded < n, folded, period - folded)
+    else:
+        index = np.clip(positions, 0, n - 1)
+    if mode == "zeros":
+        valid = inside
+    else:
+        # The requested padding reads real pixels; ceil-mode overhang never does.
+        valid = positions < n + after
+    return _AxisPlan(index, valid, out, stride, dilation, kernel)
+
+
+def _padded_block(
+    x: Array,
+    images: slice,
+    rows: _AxisPlan,
+    row_span: slice,
+    cols: _AxisPlan,
+    dtype: np.dtype[Any],
+    fill: float,
+) -> Array:
+    """Rows ``row_span`` of the padded images ``images`` of ``x`` (NHWC), in ``dtype``."""
+    row_index = rows.index[row_span]
+    block = np.take(x[images], row_index, axis=1)
+    block = np.take(block, cols.index, axis=2)
+    block = block.astype(dtype, copy=False)
+    row_valid = rows.valid[row_span]
+    if not row_valid.all():
+        block[:, ~row_valid] = fill
+    if not cols.valid.all():
+        block[:, :, ~cols.valid] = fill
+    return block
+
+
+def _blocks(count: int, rows: int, bytes_per_row: int) -> list[tuple[slice, int, int]]:
+    """Split ``count`` images of ``rows`` output rows into blocks of about BLOCK_BYTES.
+
+    Yields (image slice, first row, stop row); either several whole images or row bands of one.
+    """
+    per_image = rows * bytes_per_row
+    if per_image <= BLOCK_BYTES:
+        step = max(1, BLOCK_BYTES // max(per_image, 1))
+        return [(slice(n, min(n + step, count)), 0, rows) for n in range(0, count, step)]
+    band = max(1, BLOCK_BYTES // max(bytes_per_row, 1))
+    return [
+        (slice(n, n + 1), r, min(r + band, rows))
+        for n in range(count)
+        for r in range(0, rows, band)
+    ]
+
+
+# --------------------------------------------------------------------------- convolution
+
+
+def _filters_ohwi(
+    weights: Array, channels: int, groups: int, kernel_layout: str
+) -> tuple[Array, int]:
+    """The filter bank as (F, kh, kw, C/groups) and the number of groups it implies."""
+    if weights.ndim == 2:
+        # One filter applied to each channel on its own: depthwise, one output per channel.
+        if groups not in (1, channels):
+            raise ConvcliError(
+                f"2-D weights {weights.shape} filter each of the {channels} channels on its own "
+                f"(groups={channels}); groups={groups} does not apply"
+            )
+        bank = np.broadcast_to(weights[None, :, :, None], (channels, *weights.shape, 1))
+        return bank, channels
+    if weights.ndim == 3:
+        if groups != 1:
+            raise ConvcliError(f"3-D weights {weights.shape} take groups=1, got groups={groups}")
+        if weights.shape[2] != channels:
+            raise ConvcliError(
+                f"3-D weights (kh,kw,C) {weights.shape} have {weights.shape[2]} channels but the "
+                f"input has {channels}"
+            )
+        return weights[None], 1
+    if weights.ndim != 4:
+        raise ConvcliError(
+            f"weights must be 2-D (kh,kw), 3-D (kh,kw,C) or 4-D, got {weights.ndim}-D "
+            f"shape {weights.shape}"
+        )
+    if kernel_layout == "OHWI":
+        bank = weights
+    elif kernel_layout == "OIHW":
+        bank = weights.transpose(0, 2, 3, 1)
+    elif kernel_layout == "HWIO":
+        bank = weights.transpose(3, 0, 1, 2)
+    else:
+        raise ConvcliError(
+            f"kernel_layout must be one of {', '.join(KERNEL_LAYOUTS)}, got {kernel_layout!r}"
+        )
+    filters, _, _, per_group = bank.shape
+    if channels % groups or filters % groups:
+        raise ConvcliError(
+            f"groups={groups} must divide the input channels ({channels}) and the filters "
+            f"({filters}); weights {weights.shape} in {kernel_layout}"
+        )
+    if per_group * groups != channels:
+        raise ConvcliError(
+            f"weights {weights.shape} in {kernel_layout} expect {per_group} input channels per "
+            f"group (x{groups} groups = {per_group * groups}), but the input has {channels}"
+        )
+    return bank, groups
+
+
+def conv2d(
+    x: npt.ArrayLike,
+    weights: npt.ArrayLike,
+    bias: npt.ArrayLike | None = None,
+    *,
+    stride: PairArg = 1,
+    padding: PaddingArg = 0,
+    dilation: PairArg = 1,
+    groups: int = 1,
+    pad_mode: str = "zeros",
+    flip: bool = False,
+    layout: str = "NHWC",
+    kernel_layout: str = "OHWI",
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> FloatArray:
+    """2-D cross-correlation of a batch of images with a filter bank (PyTorch's conv2d).
+
+    Args:
+        x: (N, H, W, C) batch, (H, W, C) image or (H, W) gray image; with ``layout="NCHW"``
+            (N, C, H, W) or (C, H, W).
+        weights: (kh, kw) one filter for each channel on its own (out channels = C);
+            (kh, kw, C) one filter over all channels (one out channel); or a 4-D bank in
+            ``kernel_layout``: OHWI (F, kh, kw, C/groups), OIHW (F, C/groups, kh, kw) or
+            HWIO (kh, kw, C/groups, F).
+        bias: scalar or one value per output channel, added after the correlation.
+        stride: int or (sh, sw).
+        padding: int, (ph, pw), (top, bottom, left, right), "valid" or "same" (TensorFlow's
+            rule, stride and even kernels included).
+        dilation: int or (dh, dw).
+        groups: input channels and filters are split into this many groups.
+        pad_mode: "zeros", "reflect", "replicate" or "circular" (PyTorch's meanings).
+        flip: rotate the kernel 180 degrees (true convolution).
+        layout: "NHWC" or "NCHW", of the input and the result.
+        kernel_layout: layout of 4-D weights.
+        max_bytes: refuse (LimitError) before allocating an output or scratch block larger.
+
+    Returns:
+        float64 for a float64 input, otherwise float32, shaped as the input with
+        H' = floor((H + top + bottom - dh*(kh-1) - 1) / sh) + 1 (likewise W') and F channels.
+        A 2-D input with several output channels gains a channel axis.
+
+    Raises:
+        ConvcliError: a bad argument (a ValueError naming it and the shapes involved).
+        LimitError: the output or scratch memory would exceed ``max_bytes``.
+    """
+    source = np.asarray(x)
+    dtype = _compute_dtype(source)
+    rank = source.ndim
+    batch = _to_nhwc(source, layout)
+    count, height, width, channels = batch.shape
+    if min(batch.shape) < 1:
+        raise ConvcliError(f"input has an empty dimension: shape {source.shape}")
+
+    kernel = np.asarray(weights)
+    _compute_dtype(kernel, "weights")
+    if kernel.ndim in (2, 3, 4) and min(kernel.shape) < 1:
+        raise ConvcliError(f"weights have an empty dimension: shape {kernel.shape}")
+    if not _is_int(groups) or groups < 1:
+        raise ConvcliError(f"groups must be a positive int, got {groups!r}")
+    bank, groups = _filters_ohwi(kernel, channels, int(groups), kernel_layout)
+    filters, kernel_h, kernel_w, per_group = bank.shape
+    if flip:
+        bank = bank[:, ::-1, ::-1, :]
+
+    bias_vector: Array | None = None
+    if bias is not None:
+        bias_array = np.asarray(bias)
+        _compute_dtype(bias_array, "bias")
+        if bias_array.ndim == 0:
+            bias_vector = np.full(filters, bias_array, dtype=dtype)
+        elif bias_array.shape == (filters,):
+            bias_vector = bias_array.astype(dtype)
+        else:
+            raise ConvcliError(
+                f"bias must be a scalar or have one value per output channel ({filters}), "
+                f"got shape {bias_array.shape}"
+            )
+
+    stride_hw = _pair(stride, "stride")
+    dilation_hw = _pair(dilation, "dilation")
+    if pad_mode not in PAD_MODES:
+        raise ConvcliError(f"pad_mode must be one of {', '.join(PAD_MODES)}, got {pad_mode!r}")
+    extent = (dilation_hw[0] * (kernel_h - 1) + 1, dilation_hw[1] * (kernel_w - 1) + 1)
+    top, bottom, left, right = resolve_padding(padding, (height, width), extent, stride_hw)
+    for axis, n, pads in (("height", height, (top, bottom)), ("width", width, (left, right))):
+        if pad_mode == "reflect" and max(pads) >= n:
+            raise ConvcliError(
+                f"reflect padding {max(pads)} must be smaller than the input {axis} {n}"
+            )
+        if pad_mode == "circular" and max(pads) > n:
+            raise ConvcliError(f"circular padding {max(pads)} must not exceed the input {axis} {n}")
+    out_h = _output_length(height, top, bottom, extent[0], stride_hw[0])
+    out_w = _output_length(width, left, right, extent[1], stride_hw[1])
+    if out_h < 1 or out_w < 1:
+        raise ConvcliError(
+            f"output would be empty: input {height}x{width} padded by "
+            f"({top},{bottom},{left},{right}) is smaller than the dilated kernel "
+            f"{extent[0]}x{extent[1]}"
+        )
+    itemsize = dtype.itemsize
+    _check_bytes(
+        count * out_h * out_w * filters * itemsize,
+        f"output {count}x{out_h}x{out_w}x{filters}",
+        max_bytes,
+    )
+    taps = kernel_h * kernel_w
+    patch_row_bytes = out_w * taps * channels * itemsize
+    _check_bytes(patch_row_bytes, f"one row of {out_w} patches of {taps}x{channels}", max_bytes)
+
+    rows = _axis_plan(
+        height,
+        top,
+        bottom,
+        kernel=kernel_h,
+        stride=stride_hw[0],
+        dilation=dilation_hw[0],
+        out=out_h,
+        mode=pad_mode,
+    )
+    cols = _axis_plan(
+        width,
+        left,
+        right,
+        kernel=kernel_w,
+        stride=stride_hw[1],
+        dilation=dilation_hw[1],
+        out=out_w,
+        mode=pad_mode,
+    )
+    matrix = np.ascontiguousarray(bank, dtype=dtype).reshape(
+        groups, filters // groups, taps * per_group
+    )
+    matrix = np.ascontiguousarray(matrix.transpose(0, 2, 1))  # (G, K, F/G)
+
+    result = np.empty((count, out_h, out_w, filters), dtype=dtype)
+    for images, first, stop in _blocks(count, out_h, patch_row_bytes):
+        block = _padded_block(batch, images, rows, rows.padded_span(first, stop), cols, dtype, 0.0)
+        windows = sliding_window_view(block, extent, axis=(1, 2))
+        windows = windows[
+            :, :: stride_hw[0], :: stride_hw[1], :, :: dilation_hw[0], :: dilation_hw[1]
+        ]
+        # (n, rows, W', C, kh, kw) -> patches ordered (kh, kw, C) like OHWI filters.
+        n_block, rows_block = windows.shape[:2]
+        positions = n_block * rows_block * out_w
+        patches: Array
+        product: Array
+        if groups == 1:
+            patches = windows.transpose(0, 1, 2, 4, 5, 3).reshape(positions, -1)
+            product = patches @ matrix[0]
+        else:
+            grouped = windows.reshape(
+                n_block, rows_block, out_w, groups, per_group, kernel_h, kernel_w
+            )
+            patches = grouped.transpose(3, 0, 1, 2, 5, 6, 4).reshape(groups, positions, -1)
+            product = np.matmul(patches, matrix).transpose(1, 0, 2)
+        result[images, first:stop] = product.reshape(n_block, rows_block, out_w, filters)
+    if bias_vector is not None:
+        result += bias_vector
+    return _from_nhwc(result, rank, layout)
+
+
+# --------------------------------------------------------------------------- pooling
+
+
+def _pool_plans(
+    batch: Array,
+    size: PairArg,
+    stride: PairArg | None,
+    padding: PaddingArg,
+    dilation: PairArg,
+    ceil_mode: bool,
+) -> tuple[_AxisPlan, _AxisPlan, Padding4]:
+    """Validate pooling arguments and plan both axes (PyTorch's output-size rules)."""
+    _, height, width, _ = batch.shape
+    size_hw = _pair(size, "size")
+    stride_hw = size_hw if stride is None else _pair(stride, "stride")
+    dilation_hw = _pair(dilation, "dilation")
+    extent = (dilation_hw[0] * (size_hw[0] - 1) + 1, dilation_hw[1] * (size_hw[1] - 1) + 1)
+    pads = resolve_padding(padding, (height, width), extent, stride_hw)
+    if not isinstance(padding, str):
+        for axis, k, pair in (("height", size_hw[0], pads[:2]), ("width", size_hw[1], pads[2:])):
+            if max(pair) > k // 2:
+                raise ConvcliError(
+                    f"pooling padding {max(pair)} along {axis} must be at most size // 2 = "
+                    f"{k // 2} (size {k})"
+                )
+    plans = []
+    for axis, n, k, s, d, (before, after) in (
+        ("height", height, size_hw[0], stride_hw[0], dilation_hw[0], pads[:2]),
+        ("width", width, size_hw[1], stride_hw[1], dilation_hw[1], pads[2:]),
+    ):
+        span = n + before + after - (d * (k - 1) + 1)
+        if span < 0:
+            raise ConvcliError(
+                f"output would be empty: input {axis} {n} padded by ({before},{after}) is "
+                f"smaller than the pooling window {d * (k - 1) + 1}"
+            )
+        out = (-(-span // s) if ceil_mode else span // s) + 1
+        if ceil_mode and (out - 1) * s >= n + before:
+            # PyTorch: the last window must start inside the input or the leading padding.
+            out -= 1
+        plans.append(
+            _axis_plan(n, before, after, kernel=k, stride=s, dilation=d, out=out, mode="zeros")
+        )
+    return plans[0], plans[1], pads
+
+
+def _pool(
+    batch: Array,
+    rows: _AxisPlan,
+    cols: _AxisPlan,
+    *,
+    reduce: Literal["max", "sum"],
+    max_bytes: int,
+) -> FloatArray:
+    """Max or sum over every window, separably: first along width, then along height."""
+    count, height, width, channels = batch.shape
+    dtype = _compute_dtype(batch)
+    itemsize = dtype.itemsize
+    _check_bytes(
+        count * rows.out * cols.out * channels * itemsize,
+        f"output {count}x{rows.out}x{cols.out}x{channels}",
+        max_bytes,
+    )
+    padded_row_bytes = len(cols.index) * channels * itemsize * rows.stride
+    _check_bytes(padded_row_bytes, f"one padded row of {len(cols.index)}x{channels}", max_bytes)
+    fill = -np.inf if reduce == "max" else 0.0
+    combine = np.maximum if reduce == "max" else np.add
+    result = np.empty((count, rows.out, cols.out, channels), dtype=dtype)
+    for images, first, stop in _blocks(count, rows.out, padded_row_bytes):
+        block = _padded_block(batch, images, rows, rows.padded_span(first, stop), cols, dtype, fill)
+        last_col = (cols.out - 1) * cols.stride + 1
+        across = block[:, :, 0 : last_col : cols.stride].copy()
+        for tap in range(1, cols.kernel):
+            start = tap * cols.dilation
+            combine(across, block[:, :, start : start + last_col : cols.stride], out=across)
+        band = stop - first
+        last_row = (band - 1) * rows.stride + 1
+        pooled = across[:, 0 : last_row : rows.stride].copy()
+        for tap in range(1, rows.kernel):
+            start = tap * rows.dilation
+            combine(pooled, across[:, start : start + last_row : rows.stride], out=pooled)
+        result[images, first:stop] = pooled
+    return result
+
+
+def max_pool2d(
+    x: npt.ArrayLike,
+    size: PairArg,
+    stride: PairArg | None = None,
+    padding: PaddingArg = 0,
+    dilation: PairArg = 1,
+    ceil_mode: bool = False,
+    layout: str = "NHWC",
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> FloatArray:
+    """Max over each (dilated) window, like PyTorch's max_pool2d.
+
+    Args:
+        x: (N, H, W, C), (H, W, C) or (H, W); (N, C, H, W) or (C, H, W) with layout="NCHW".
+        size: window (kh, kw) or an int.
+        stride: defaults to ``size``.
+        padding: int, (ph, pw) or (top, bottom, left, right), each at most size // 2, padded
+            with -inf (padding never wins); or "valid"/"same" (TensorFlow's rule).
+        dilation: spacing between window taps.
+        ceil_mode: round the output size up; a last window that would start in the trailing
+            padding is dropped (PyTorch's rule).
+        layout: "NHWC" or "NCHW".
+        max_bytes: refuse (LimitError) before allocating more than this for the output.
+
+    Returns:
+        float64 for float64 input, else float32, of shape (N, H', W', C) in ``layout`` with
+        H' = floor((H + top + bottom - d*(k-1) - 1) / s) + 1 (ceil with ``ceil_mode``).
+    """
+    source = np.asarray(x)
+    batch = _to_nhwc(source, layout)
+    _compute_dtype(source)
+    if min(batch.shape) < 1:
+        raise ConvcliError(f"input has an empty dimension: shape {source.shape}")
+    rows, cols, _ = _pool_plans(batch, size, stride, padding, dilation, ceil_mode)
+    result = _pool(batch, rows, cols, reduce="max", max_bytes=max_bytes)
+    return _from_nhwc(result, source.ndim, layout)
+
+
+def avg_pool2d(
+    x: npt.ArrayLike,
+    size: PairArg,
+    stride: PairArg | None = None,
+    padding: PaddingArg = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    layout: str = "NHWC",
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> FloatArray:
+    """Mean over each window, like PyTorch's avg_pool2d.
+
+    ``count_include_pad=True`` (PyTorch's default) divides by the taps inside the padded input
+    (ceil-mode overhang excluded); ``False`` divides by the real pixels only, which is what
+    TensorFlow's SAME average pooling does. Arguments and shapes as :func:`max_pool2d`, with
+    zero padding.
+    """
+    source = np.asarray(x)
+    batch = _to_nhwc(source, layout)
+    _compute_dtype(source)
+    if min(batch.shape) < 1:
+        raise ConvcliError(f"input has an empty dimension: shape {source.shape}")
+    rows, cols, pads = _pool_plans(batch, size, stride, padding, 1, ceil_mode)
+    _, height, width, _ = batch.shape
+    top, bottom, left, right = pads
+    if count_include_pad:
+        row_counts = _window_counts_from(rows, top, -top, height + bottom)
+        col_counts = _window_counts_from(cols, left, -left, width + right)
+    else:
+        row_counts = _window_counts_from(rows, top, 0, height)
+        col_counts = _window_counts_from(cols, left, 0, width)
+    sums = _pool(batch, rows, cols, reduce="sum", max_bytes=max_bytes)
+    divisor = (row_counts[:, None] * col_counts[None, :]).astype(sums.dtype)
+    sums /= divisor[None, :, :, None]
+    return _from_nhwc(sums, source.ndim, layout)
+
+
+def _window_counts_from(plan: _AxisPlan, before: int, low: int, high: int) -> FloatArray:
+    """Per output, how many window taps fall inside positions [low, high) of the input axis."""
+    starts = np.arange(plan.out) * plan.stride - before
+    taps = starts[:, None] + np.arange(plan.kernel) * plan.dilation
+    inside: npt.NDArray[np.bool_] = (taps >= low) & (taps < high)
+    counts: FloatArray = inside.sum(axis=1).astype(np.float64)
+    return counts

@@ -1,0 +1,34 @@
+"""Exceptions and exit codes shared by the library and the command line."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes, as diff(1) and h5diff use them."""
+
+    #: Everything succeeded (verify: all pairs match).
+    OK = 0
+    #: verify found differences, or some items of a batch failed (the rest were written).
+    DIFFERENCES = 1
+    #: Usage error, or nothing could be done: bad kernel, unreadable input, unsafe size.
+    TROUBLE = 2
+    #: Interrupted by Ctrl-C (128 + SIGINT).
+    INTERRUPTED = 130
+
+
+class ConvcliError(ValueError):
+    """Base class of every error convcli raises on bad input; the message is user-facing."""
+
+
+class KernelError(ConvcliError):
+    """A kernel file, array or preset is malformed."""
+
+
+class InputError(ConvcliError):
+    """An input file cannot be read safely (corrupt, unsupported, too large, pickled)."""
+
+
+class LimitError(ConvcliError):
+    """Work was refused because it would exceed a size limit (checked before allocating)."""
