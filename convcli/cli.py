@@ -1,0 +1,565 @@
+"""The ``convcli`` command line: parse flags, call the library, render, map errors to exit codes.
+
+One error boundary (:class:`ConvcliGroup`) turns library errors into a single ``Error:`` line
+and exit code 2, Ctrl-C into exit 130 and a closed pipe into a quiet exit; ``--debug`` shows
+the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from convcli import batch, engine, images, kernels, pipeline, report
+from convcli.cli_verify import verify
+from convcli.errors import ConvcliError, ExitCode
+from convcli.fileio import BrokenPipe, atomic_write, check_output_path, write_stdout
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class CommandError(click.ClickException):
+    """A user-facing failure: ``Error: <message>`` on stderr and exit code 2."""
+
+    exit_code = ExitCode.TROUBLE
+
+
+def _quiet_exit(code: int) -> NoReturn:
+    """Exit without Python complaining about a closed stdout at shutdown."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError:
+        pass
+    raise SystemExit(code)
+
+
+class ConvcliGroup(click.Group):
+    """The error boundary: library errors become one ``Error:`` line, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        debug = bool(ctx.params.get("debug"))
+        try:
+            return super().invoke(ctx)
+        except BrokenPipe:
+            _quiet_exit(141)  # 128 + SIGPIPE, what `cat` reports when `head` stops reading
+        except KeyboardInterrupt:
+            if debug:
+                raise
+            click.echo("Interrupted.", err=True)
+            raise SystemExit(ExitCode.INTERRUPTED) from None
+        except ConvcliError as error:
+            if debug:
+                raise
+            raise CommandError(str(error)) from error
+        except (MemoryError, RecursionError) as error:
+            if debug:
+                raise
+            raise CommandError(f"out of resources: {type(error).__name__}") from error
+
+
+# --------------------------------------------------------------------------- parameter types
+
+
+class PairType(click.ParamType[Any, Any]):
+    """``N`` or ``H,W``, each a positive int."""
+
+    name = "N|H,W"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, int | tuple):
+            return value
+        parts = str(value).split(",")
+        try:
+            numbers = [int(part) for part in parts]
+        except ValueError:
+            self.fail(f"{value!r} is not N or H,W (positive integers)", param, ctx)
+        if len(numbers) not in (1, 2) or min(numbers) < 1:
+            self.fail(f"{value!r} is not N or H,W (positive integers)", param, ctx)
+        return numbers[0] if len(numbers) == 1 else (numbers[0], numbers[1])
+
+
+class PaddingType(click.ParamType[Any, Any]):
+    """``same``, ``valid``, ``N``, ``PH,PW`` or ``T,B,L,R`` (non-negative ints)."""
+
+    name = "same|valid|N|PH,PW|T,B,L,R"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
+            return value
+        text = value.strip().lower()
+        if text in ("same", "valid"):
+            return text
+        try:
+            numbers = [int(part) for part in text.split(",")]
+        except ValueError:
+            self.fail(f"{value!r} is not same, valid, N, PH,PW or T,B,L,R", param, ctx)
+        if len(numbers) not in (1, 2, 4):
+            self.fail(f"{value!r} needs 1, 2 or 4 numbers", param, ctx)
+        if min(numbers) < 0:
+            self.fail(f"{value!r} has a negative padding", param, ctx)
+        return numbers[0] if len(numbers) == 1 else tuple(numbers)
+
+
+class ByteSize(click.ParamType[Any, Any]):
+    """A byte count, optionally with a K, M, G or T suffix (powers of 1024)."""
+
+    name = "BYTES"
+    units = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().upper().removesuffix("IB").removesuffix("B")
+        unit = text[-1:] if text[-1:] in "KMGT" else ""
+        try:
+            number = float(text[: len(text) - len(unit)]) * self.units[unit]
+        except ValueError:
+            self.fail(f"{value!r} is not a size such as 4G, 512M or 1000000", param, ctx)
+        if number < 1:
+            self.fail(f"{value!r} must be at least 1 byte", param, ctx)
+        return int(number)
+
+
+PAIR = PairType()
+PADDING = PaddingType()
+BYTES = ByteSize()
+
+
+# --------------------------------------------------------------------------- shared options
+
+
+def output_options(command: F) -> F:
+    """Options shared by conv and pool: inputs, outputs, images, limits, reports."""
+    decorators = [
+        click.argument("inputs", nargs=-1, required=True, metavar="INPUT..."),
+        click.option(
+            "-o",
+            "--output",
+            required=True,
+            metavar="PATH",
+            help="Output file, folder (several inputs or a folder input), or - for stdout.",
+        ),
+        click.option(
+            "--format",
+            "output_format",
+            type=click.Choice(pipeline.ALL_FORMATS),
+            help="Output format for stdout and folders (default: the input's).",
+        ),
+        click.option(
+            "--layout",
+            type=click.Choice(engine.LAYOUTS),
+            default="NHWC",
+            show_default=True,
+            help="Layout of array inputs (images are HWC).",
+        ),
+        click.option(
+            "--range",
+            "range_mode",
+            type=click.Choice(images.RANGE_MODES),
+            default="clip",
+            show_default=True,
+            help="How float results map back to integer images.",
+        ),
+        click.option(
+            "--out-dtype",
+            type=click.Choice(images.OUT_DTYPES),
+            help="Output dtype (default: the input image's).",
+        ),
+        click.option(
+            "--quality", type=click.IntRange(1, 100), help="JPEG/WebP quality (default 95)."
+        ),
+        click.option(
+            "--filter-alpha",
+            is_flag=True,
+            help="Filter the alpha channel too (default: it passes through).",
+        ),
+        click.option("--overwrite", is_flag=True, help="Replace existing outputs."),
+        click.option(
+            "--skip-existing",
+            is_flag=True,
+            help="Leave existing outputs alone and process the rest (resume).",
+        ),
+        click.option(
+            "--glob",
+            "pattern",
+            metavar="PATTERN",
+            help="Only files in folders matching this glob (e.g. '*.png').",
+        ),
+        click.option(
+            "--max-bytes",
+            type=BYTES,
+            default=engine.DEFAULT_MAX_BYTES,
+            show_default="4G",
+            help="Refuse arrays, outputs or scratch larger than this.",
+        ),
+        click.option(
+            "--max-pixels",
+            type=click.IntRange(min=1),
+            default=images.DEFAULT_MAX_PIXELS,
+            show_default=True,
+            help="Refuse images with more pixels (read from the header).",
+        ),
+        click.option("-q", "--quiet", is_flag=True, help="Print no tables."),
+        click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout."),
+    ]
+    for decorator in reversed(decorators):
+        command = decorator(command)
+    return command
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The parsed output options of one conv/pool invocation."""
+
+    inputs: tuple[str, ...]
+    output: str
+    output_format: str | None
+    layout: str
+    range_mode: str
+    out_dtype: str | None
+    quality: int | None
+    filter_alpha: bool
+    overwrite: bool
+    skip_existing: bool
+    pattern: str | None
+    max_bytes: int
+    max_pixels: int
+    quiet: bool
+    as_json: bool
+
+    def output_options(self, fmt: str) -> pipeline.OutputOptions:
+        return pipeline.OutputOptions(
+            format=fmt,
+            layout=self.layout,
+            range_mode=self.range_mode,
+            out_dtype=self.out_dtype,
+            quality=self.quality,
+            filter_alpha=self.filter_alpha,
+            max_bytes=self.max_bytes,
+        )
+
+
+def _run_options(params: dict[str, Any]) -> RunOptions:
+    names = RunOptions.__dataclass_fields__
+    options = RunOptions(**{name: params.pop(name) for name in names})
+    if options.overwrite and options.skip_existing:
+        raise click.UsageError("--overwrite and --skip-existing exclude each other")
+    if options.as_json and options.output == "-":
+        raise click.UsageError("--json and -o - both want stdout; choose one")
+    return options
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _row_json(row: pipeline.Row) -> dict[str, Any]:
+    return {
+        "input": row.name,
+        "shape_in": list(row.shape_in),
+        "shape_out": list(row.shape_out),
+        "dtype_in": row.dtype_in,
+        "dtype_out": row.dtype_out,
+        "operation": row.operation,
+        "seconds": round(row.seconds, 6),
+        "clipped": row.clipped,
+    }
+
+
+def _file_format(path: Path, requested: str | None) -> str:
+    fmt = pipeline.format_of(path)
+    if fmt is None:
+        if requested is not None:
+            return requested
+        raise CommandError(
+            f"{path}: cannot tell the output format from {path.suffix or 'no extension'!r}; "
+            f"use one of {', '.join(pipeline.ALL_FORMATS)} or --format"
+        )
+    if requested is not None and requested != fmt:
+        raise CommandError(f"{path}: --format {requested} contradicts the extension {path.suffix}")
+    return fmt
+
+
+def _run_single(options: RunOptions, operation: pipeline.Operation) -> list[pipeline.Row]:
+    """One input (a file or stdin) to one output (a file, a folder or stdout)."""
+    name = options.inputs[0]
+    source_path = None if name == "-" else Path(name)
+    if source_path is not None and not source_path.exists():
+        raise ConvcliError(f"{name}: no such file")
+    to_stdout = options.output == "-"
+    target: Path | None = None
+    fmt: str | None = None
+    if not to_stdout:
+        target = Path(options.output)
+        if target.is_dir():
+            if source_path is None:
+                raise CommandError("-o is a folder; name the output file for stdin input")
+            fmt = batch.output_format(source_path, options.output_format)
+            relative = Path(source_path.name)
+            if options.output_format is not None:
+                relative = relative.with_suffix(batch.extension(fmt))
+            target = target / relative
+        else:
+            fmt = _file_format(target, options.output_format)
+        inputs = (source_path,) if source_path is not None else ()
+        if options.skip_existing and target.exists():
+            return []
+        check_output_path(target, inputs=inputs, overwrite=options.overwrite)
+    if source_path is None:
+        data = pipeline.read_stdin(sys.stdin.buffer, max_bytes=options.max_bytes)
+        source = pipeline.read_source(
+            None, data=data, max_bytes=options.max_bytes, max_pixels=options.max_pixels
+        )
+    else:
+        source = pipeline.read_source(
+            source_path, max_bytes=options.max_bytes, max_pixels=options.max_pixels
+        )
+    if fmt is None:
+        fmt = options.output_format or source.format
+    payload, rows = pipeline.process(source, operation, options.output_options(fmt))
+    if target is None:
+        write_stdout(payload)
+    else:
+        atomic_write(target, payload)
+    return rows
+
+
+def _run_batch(
+    options: RunOptions, operation: pipeline.Operation, summary: report.Summary
+) -> list[pipeline.Row]:
+    """Several inputs or folders into an output folder; a failing item costs only itself."""
+    if "-" in options.inputs:
+        raise CommandError("- (stdin) cannot be combined with other inputs")
+    if options.output == "-":
+        raise CommandError("several inputs need -o FOLDER, not -o -")
+    output_dir = Path(options.output)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise CommandError(f"{output_dir}: several inputs need -o to be a folder, not a file")
+    walk = batch.walk_inputs([Path(name) for name in options.inputs], pattern=options.pattern)
+    summary.ignored = walk.ignored
+    jobs = batch.plan_jobs(walk, output_dir, requested_format=options.output_format)
+    if options.skip_existing:
+        existing = {job.target for job in batch.existing_outputs(jobs)}
+        summary.skipped = len(existing)
+        jobs = [job for job in jobs if job.target not in existing]
+    elif not options.overwrite:
+        batch.refuse_existing(jobs)
+    rows: list[pipeline.Row] = []
+    for job in jobs:
+        try:
+            source = pipeline.read_source(
+                job.source, max_bytes=options.max_bytes, max_pixels=options.max_pixels
+            )
+            payload, item_rows = pipeline.process(
+                source, operation, options.output_options(job.format)
+            )
+            atomic_write(job.target, payload)
+        except ConvcliError as error:
+            summary.failed.append((str(job.source), str(error)))
+            continue
+        summary.processed += 1
+        rows.extend(item_rows)
+    return rows
+
+
+def _run(options: RunOptions, operation: pipeline.Operation) -> None:
+    started = time.perf_counter()
+    summary = report.Summary()
+    single = len(options.inputs) == 1 and (
+        options.inputs[0] == "-" or not Path(options.inputs[0]).is_dir()
+    )
+    if single:
+        rows = _run_single(options, operation)
+        summary.processed = len(rows) and 1
+        summary.skipped = 0 if rows else 1
+    else:
+        rows = _run_batch(options, operation, summary)
+    summary.seconds = time.perf_counter() - started
+    if options.as_json:
+        click.echo(
+            json.dumps(
+                {"items": [_row_json(row) for row in rows], "summary": summary.to_json()}, indent=2
+            )
+        )
+    elif not options.quiet:
+        console = report.stderr_console()
+        if rows:
+            console.print(report.rows_table(rows))
+        if not single or summary.skipped:
+            console.print(report.summary_table(summary))
+        if summary.failed:
+            console.print(report.failures_table(summary.failed))
+    if summary.failed:
+        raise SystemExit(ExitCode.DIFFERENCES)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@click.group(cls=ConvcliGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="convcli")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks instead of Error: lines.")
+def main(debug: bool) -> None:
+    """Convolution and pooling for images and NumPy arrays, exact to PyTorch and TensorFlow.
+
+    \b
+    Examples:
+      convcli conv photo.jpg -k sharpen -o sharp.jpg
+      convcli conv scans/ -k gaussian:sigma=2 -o blurred/
+      convcli pool batch.npy --size 2 -o pooled.npy
+      convcli verify dump.npz
+      convcli kernels
+    """
+
+
+@main.command()
+@output_options
+@click.option(
+    "-k",
+    "--kernel",
+    "kernel_spec",
+    required=True,
+    metavar="KERNEL",
+    help="A JSON kernel file, a .npy filter bank, or a preset NAME[:key=value,...].",
+)
+@click.option("--stride", type=PAIR, help="Stride N or H,W (default 1).")
+@click.option(
+    "--padding",
+    type=PADDING,
+    help="same (TensorFlow's rule), valid, N, PH,PW or T,B,L,R (default same).",
+)
+@click.option(
+    "--pad-mode", type=click.Choice(engine.PAD_MODES), help="What padding holds (default zeros)."
+)
+@click.option("--dilation", type=PAIR, help="Dilation N or H,W (default 1).")
+@click.option("--groups", type=click.IntRange(min=1), help="Grouped convolution (default 1).")
+@click.option(
+    "--flip/--no-flip", default=None, help="Rotate the kernel 180 degrees (true convolution)."
+)
+@click.option(
+    "--kernel-layout",
+    type=click.Choice(engine.KERNEL_LAYOUTS),
+    help="Layout of 4-D .npy kernels (default OHWI).",
+)
+def conv(kernel_spec: str, kernel_layout: str | None, **params: Any) -> None:
+    """Cross-correlate images or arrays with a kernel.
+
+    INPUT is an image (PNG, JPEG, TIFF, BMP, GIF, WebP), a .npy or .npz array, a folder, or -
+    for stdin. Operation defaults come from the kernel file, then: stride 1, padding same,
+    pad-mode zeros, dilation 1. Arrays are (N,H,W,C), (H,W,C) or (H,W) in --layout.
+
+    \b
+    Examples:
+      convcli conv photo.jpg -k sharpen -o sharp.jpg
+      convcli conv photo.png -k sobel-x --range abs -o edges.png
+      convcli conv a.png -k gaussian:size=7,sigma=1.5 -o - --format png | convcli pool - \\
+          --size 2 -o - --format png > small.png
+      convcli conv batch.npy -k filters.npy --kernel-layout OIHW --layout NCHW -o out.npy
+    """
+    options = _run_options(params)
+    kernel = kernels.load_kernel(kernel_spec, kernel_layout=kernel_layout)
+    settings = dict(kernel.options)
+    for key in ("stride", "padding", "pad_mode", "dilation", "groups", "flip"):
+        if params.get(key) is not None:
+            settings[key] = params[key]
+    operation = pipeline.Convolution(
+        weights=kernel.weights,
+        bias=kernel.bias,
+        kernel_layout=kernel.layout,
+        kernel_name=kernel.name or Path(kernel_spec).stem,
+        stride=settings.get("stride", 1),
+        padding=settings.get("padding", "same"),
+        dilation=settings.get("dilation", 1),
+        groups=settings.get("groups", 1),
+        pad_mode=settings.get("pad_mode", "zeros"),
+        flip=bool(settings.get("flip", False)),
+    )
+    _run(options, operation)
+
+
+@main.command()
+@output_options
+@click.option("--size", required=True, type=PAIR, help="Window size K or H,W.")
+@click.option("--stride", type=PAIR, help="Stride (default: the window size).")
+@click.option(
+    "--padding",
+    type=PADDING,
+    default="0",
+    show_default=True,
+    help="N, PH,PW or T,B,L,R (each at most size // 2), valid, or same.",
+)
+@click.option("--op", type=click.Choice(["max", "avg"]), default="max", show_default=True)
+@click.option("--ceil-mode", is_flag=True, help="Round the output size up (PyTorch's rule).")
+@click.option(
+    "--count-include-pad/--no-count-include-pad",
+    default=True,
+    show_default=True,
+    help="Average pooling: count padding in the divisor.",
+)
+@click.option(
+    "--dilation",
+    type=PAIR,
+    default="1",
+    show_default=True,
+    help="Spacing of window taps (max pooling).",
+)
+def pool(
+    size: Any,
+    stride: Any,
+    padding: Any,
+    op: str,
+    ceil_mode: bool,
+    count_include_pad: bool,
+    dilation: Any,
+    **params: Any,
+) -> None:
+    """Max or average pooling of images or arrays.
+
+    Inputs and outputs as for conv. The output size per axis is
+    floor((in + pads - dilation*(size-1) - 1) / stride) + 1, or ceil with --ceil-mode.
+
+    \b
+    Examples:
+      convcli pool photo.png --size 2 -o half.png
+      convcli pool acts.npy --size 3 --stride 2 --padding 1 --ceil-mode -o pooled.npy
+      convcli pool acts.npy --size 2 --op avg --padding same --no-count-include-pad -o tf.npy
+    """
+    options = _run_options(params)
+    operation = pipeline.Pooling(
+        op="max" if op == "max" else "avg",
+        size=size,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        ceil_mode=ceil_mode,
+        count_include_pad=count_include_pad,
+    )
+    _run(options, operation)
+
+
+@main.command(name="kernels")
+@click.argument("preset", required=False, metavar="[NAME[:key=value,...]]")
+def kernels_command(preset: str | None) -> None:
+    """List the kernel presets, or print one as a kernel file (JSON).
+
+    \b
+    Examples:
+      convcli kernels
+      convcli kernels gaussian:size=7,sigma=1.5 > blur.json
+      convcli conv photo.png -k blur.json -o blurred.png
+    """
+    if preset is not None:
+        click.echo(kernels.preset_kernel(preset).to_json())
+        return
+    report.stdout_console().print(report.presets_table(kernels.preset_table()))
+
+
+main.add_command(verify)

@@ -1,0 +1,113 @@
+"""Rich tables on stderr for conv and pool: the only place the filtering commands touch rich."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from rich.console import Console
+from rich.table import Table
+
+from convcli.pipeline import Row
+
+
+def stderr_console() -> Console:
+    """A console on stderr, so that stdout stays clean for ``-o -`` and ``--json``."""
+    return Console(stderr=True, highlight=False)
+
+
+def stdout_console() -> Console:
+    """A console on stdout, for listings that are the command's main output."""
+    return Console(highlight=False)
+
+
+def presets_table(rows: Sequence[tuple[str, str, str, str]]) -> Table:
+    """``convcli kernels``: one line per preset."""
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("name", "size", "parameters", "description"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def shape_text(shape: Sequence[int]) -> str:
+    return "x".join(str(n) for n in shape) if shape else "scalar"
+
+
+def rows_table(rows: Sequence[Row], title: str | None = None) -> Table:
+    """One line per array or image processed: input, shapes, dtypes, operation, time."""
+    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+    table.add_column("input", overflow="fold")
+    table.add_column("shape in -> out")
+    table.add_column("dtype")
+    table.add_column("operation")
+    table.add_column("time", justify="right")
+    clipped = any(row.clipped for row in rows)
+    if clipped:
+        table.add_column("clipped", justify="right")
+    for row in rows:
+        dtype = (
+            row.dtype_in if row.dtype_in == row.dtype_out else f"{row.dtype_in} -> {row.dtype_out}"
+        )
+        cells = [
+            row.name,
+            f"{shape_text(row.shape_in)} -> {shape_text(row.shape_out)}",
+            dtype,
+            row.operation,
+            f"{row.seconds * 1000:.1f} ms",
+        ]
+        if clipped:
+            cells.append(f"{row.clipped:,}")
+        table.add_row(*cells)
+    return table
+
+
+@dataclass
+class Summary:
+    """What a batch did, for the closing table and ``--json``."""
+
+    processed: int = 0
+    skipped: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    ignored: int = 0
+    seconds: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.processed / self.seconds if self.seconds > 0 else 0.0
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "processed": self.processed,
+            "skipped": self.skipped,
+            "failed": len(self.failed),
+            "ignored": self.ignored,
+            "seconds": round(self.seconds, 3),
+            "items_per_second": round(self.rate, 2),
+            "failures": [{"input": name, "error": reason} for name, reason in self.failed],
+        }
+
+
+def summary_table(summary: Summary) -> Table:
+    table = Table(title="summary", title_justify="left", show_edge=False, pad_edge=False)
+    for column in ("processed", "skipped", "failed", "ignored", "time", "items/s"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        f"{summary.processed:,}",
+        f"{summary.skipped:,}",
+        f"[red]{len(summary.failed):,}[/red]" if summary.failed else "0",
+        f"{summary.ignored:,}",
+        f"{summary.seconds:.2f} s",
+        f"{summary.rate:.1f}",
+    )
+    return table
+
+
+def failures_table(failures: Sequence[tuple[str, str]]) -> Table:
+    table = Table(title="failed", title_justify="left", show_edge=False, pad_edge=False)
+    table.add_column("input", overflow="fold")
+    table.add_column("reason", overflow="fold")
+    for name, reason in failures:
+        table.add_row(name, reason)
+    return table
