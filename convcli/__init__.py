@@ -11,6 +11,8 @@ from importlib.metadata import PackageNotFoundError, version
 
 from convcli.engine import avg_pool2d, conv2d, max_pool2d
 from convcli.errors import ConvcliError, InputError, KernelError, LimitError
+from convcli.kernels import Kernel, load_kernel
+from convcli.verify import Comparison, compare_arrays, compare_paths, verify_dump, write_reference
 
 try:
     __version__ = version("convcli")
@@ -18,12 +20,19 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [
+    "Comparison",
     "ConvcliError",
     "InputError",
+    "Kernel",
     "KernelError",
     "LimitError",
     "__version__",
     "avg_pool2d",
+    "compare_arrays",
+    "compare_paths",
     "conv2d",
+    "load_kernel",
     "max_pool2d",
+    "verify_dump",
+    "write_reference",
 ]

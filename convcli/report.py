@@ -38,11 +38,11 @@ def shape_text(shape: Sequence[int]) -> str:
 def rows_table(rows: Sequence[Row], title: str | None = None) -> Table:
     """One line per array or image processed: input, shapes, dtypes, operation, time."""
     table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
-    table.add_column("input", overflow="fold")
-    table.add_column("shape in -> out")
-    table.add_column("dtype")
-    table.add_column("operation")
-    table.add_column("time", justify="right")
+    table.add_column("input", overflow="fold", min_width=12)
+    table.add_column("shape in -> out", no_wrap=True)
+    table.add_column("dtype", no_wrap=True)
+    table.add_column("operation", no_wrap=True)
+    table.add_column("time", justify="right", no_wrap=True)
     clipped = any(row.clipped for row in rows)
     if clipped:
         table.add_column("clipped", justify="right")

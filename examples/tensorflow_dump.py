@@ -27,7 +27,7 @@ def write_dumps(folder: Path) -> list[Path]:
     """A Conv2D (SAME, stride 2), a MaxPool2D and an AveragePooling2D, each as one dump."""
     import tensorflow as tf
 
-    from convcli.verify import write_reference
+    from convcli import write_reference
 
     tf.keras.utils.set_random_seed(0)
     x = tf.random.normal((2, 16, 16, 3))

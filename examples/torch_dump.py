@@ -26,7 +26,7 @@ def write_dumps(folder: Path) -> list[Path]:
     """A Conv2d, a MaxPool2d and an AvgPool2d on random data, each as one dump."""
     import torch
 
-    from convcli.verify import write_reference
+    from convcli import write_reference
 
     torch.manual_seed(0)
     x = torch.randn(2, 3, 16, 16)
