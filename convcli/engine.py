@@ -1,10 +1,11 @@
 """Batch 2-D cross-correlation and pooling in pure NumPy, with PyTorch/TensorFlow semantics.
 
-Everything is computed in NHWC internally, in blocks of output rows so that scratch memory
-stays bounded whatever the batch size: each block is padded on the fly (no padded copy of the
-whole input), unfolded with a sliding-window view and reduced with one GEMM (convolution) or a
-few element-wise maxima/sums (pooling). Python loops run over blocks and kernel taps only,
-never over pixels.
+This module validates arguments and picks how to compute; the computing happens in
+:mod:`convcli.convpaths` (convolution: GEMM, depthwise tap loop, separable, FFT) and below
+(pooling). Everything runs in NHWC, in bands of output rows so that scratch memory stays
+bounded whatever the batch size: each band is padded on the fly (:mod:`convcli.blocks`, no
+padded copy of the whole input). Python loops run over bands and kernel taps only, never over
+pixels; bands that need no BLAS run on worker threads (:mod:`convcli.threads`).
 
 Output size, per spatial axis, for input size ``n``, padding ``before + after``, kernel ``k``,
 dilation ``d`` and stride ``s``::
@@ -18,22 +19,34 @@ dilation ``d`` and stride ``s``::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
-from numpy.lib.stride_tricks import sliding_window_view
 
+from convcli.blocks import AxisPlan, axis_plan, bands, padded_block
+from convcli.convpaths import (
+    FFT_SCRATCH_BYTES,
+    PATHS,
+    ConvGeometry,
+    fft_cost,
+    fft_plan,
+)
 from convcli.errors import ConvcliError, LimitError
+from convcli.threads import THREADS_ENV, resolve_threads, run_blocks
 
 __all__ = [
+    "CONV_PATHS",
     "DEFAULT_MAX_BYTES",
     "KERNEL_LAYOUTS",
     "LAYOUTS",
     "PAD_MODES",
+    "THREADS_ENV",
+    "applicable_conv_paths",
     "avg_pool2d",
+    "choose_conv_path",
     "conv2d",
+    "conv2d_path",
     "max_pool2d",
     "resolve_padding",
 ]
@@ -48,6 +61,10 @@ PAD_MODES = ("zeros", "reflect", "replicate", "circular")
 DEFAULT_MAX_BYTES = 4 * 1024**3
 #: Bytes of unfolded patches (or padded rows, for pooling) one block aims for.
 BLOCK_BYTES = 4 * 1024**2
+#: Ways conv2d can compute (convcli.convpaths); ``choose_conv_path`` picks one.
+CONV_PATHS = tuple(PATHS)
+#: Padded-input bytes per band of pooling: a band and its partial maxima stay in L2.
+POOL_BAND_BYTES = 512 * 1024
 
 Array: TypeAlias = npt.NDArray[Any]
 FloatArray: TypeAlias = npt.NDArray[np.floating[Any]]
@@ -181,108 +198,26 @@ def _check_bytes(nbytes: int, what: str, max_bytes: int) -> None:
         )
 
 
-# --------------------------------------------------------------------------- padded blocks
-
-
-@dataclass(frozen=True)
-class _AxisPlan:
-    """How one spatial axis is padded and strided.
-
-    ``index[p]`` is the input position that padded position ``p`` reads, and ``valid[p]``
-    whether it is a real pixel (false for zero/-inf padding and ceil-mode overhang).
-    """
-
-    index: npt.NDArray[np.intp]
-    valid: npt.NDArray[np.bool_]
-    out: int
-    stride: int
-    dilation: int
-    kernel: int
-
-    @property
-    def extent(self) -> int:
-        return self.dilation * (self.kernel - 1) + 1
-
-    def padded_span(self, start: int, stop: int) -> slice:
-        """Padded positions read by outputs ``start:stop``."""
-        return slice(start * self.stride, (stop - 1) * self.stride + self.extent)
-
-
-def _axis_plan(
-    n: int,
-    before: int,
-    after: int,
-    *,
-    kernel: int,
-    stride: int,
-    dilation: int,
-    out: int,
-    mode: str,
-) -> _AxisPlan:
-    """Index map of a padded axis covering every window of ``out`` outputs."""
-    extent = dilation * (kernel - 1) + 1
-    # Ceil-mode windows may overhang the padded input; they read "invalid" positions.
-    length = max(n + before + after, (out - 1) * stride + extent)
-    positions = np.arange(-before, length - before, dtype=np.intp)
-    inside = (positions >= 0) & (positions < n)
-    if mode == "replicate":
-        index = np.clip(positions, 0, n - 1)
-    elif mode == "circular":
-        index = positions % n
-    elif mode == "reflect":
-        period = max(2 * (n - 1), 1)
-        folded = positions % period
-        index = np.where(folded < n, folded, period - folded)
-    else:
-        index = np.clip(positions, 0, n - 1)
-    if mode == "zeros":
-        valid = inside
-    else:
-        # The requested padding reads real pixels; ceil-mode overhang never does.
-        valid = positions < n + after
-    return _AxisPlan(index, valid, out, stride, dilation, kernel)
-
-
-def _padded_block(
-    x: Array,
-    images: slice,
-    rows: _AxisPlan,
-    row_span: slice,
-    cols: _AxisPlan,
-    dtype: np.dtype[Any],
-    fill: float,
-) -> Array:
-    """Rows ``row_span`` of the padded images ``images`` of ``x`` (NHWC), in ``dtype``."""
-    row_index = rows.index[row_span]
-    block = np.take(x[images], row_index, axis=1)
-    block = np.take(block, cols.index, axis=2)
-    block = block.astype(dtype, copy=False)
-    row_valid = rows.valid[row_span]
-    if not row_valid.all():
-        block[:, ~row_valid] = fill
-    if not cols.valid.all():
-        block[:, :, ~cols.valid] = fill
-    return block
-
-
-def _blocks(count: int, rows: int, bytes_per_row: int) -> list[tuple[slice, int, int]]:
-    """Split ``count`` images of ``rows`` output rows into blocks of about BLOCK_BYTES.
-
-    Yields (image slice, first row, stop row); either several whole images or row bands of one.
-    """
-    per_image = rows * bytes_per_row
-    if per_image <= BLOCK_BYTES:
-        step = max(1, BLOCK_BYTES // max(per_image, 1))
-        return [(slice(n, min(n + step, count)), 0, rows) for n in range(0, count, step)]
-    band = max(1, BLOCK_BYTES // max(bytes_per_row, 1))
-    return [
-        (slice(n, n + 1), r, min(r + band, rows))
-        for n in range(count)
-        for r in range(0, rows, band)
-    ]
-
-
 # --------------------------------------------------------------------------- convolution
+
+
+def _check_padded(height: int, width: int, pixel_bytes: int, max_bytes: int) -> None:
+    """Refuse padding so large that one padded row (or the index maps) would not fit."""
+    _check_bytes(
+        max(width * pixel_bytes, (height + width) * np.dtype(np.intp).itemsize),
+        f"the padded input ({height:,}x{width:,})",
+        max_bytes,
+    )
+
+
+def _cast_finite(values: Array, dtype: np.dtype[Any], name: str) -> Array:
+    """``values`` in ``dtype``, refusing finite numbers that overflow it (1e300 in float32)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = values.astype(dtype)
+    if not np.isfinite(cast).all() and np.isfinite(values).all():
+        largest = float(np.abs(values.astype(np.float64)).max())
+        raise ConvcliError(f"{name} overflow {dtype} (largest magnitude {largest:.3g})")
+    return cast
 
 
 def _filters_ohwi(
@@ -336,8 +271,8 @@ def _filters_ohwi(
     return bank, groups
 
 
-def conv2d(
-    x: npt.ArrayLike,
+def _conv_geometry(
+    source: Array,
     weights: npt.ArrayLike,
     bias: npt.ArrayLike | None = None,
     *,
@@ -350,40 +285,9 @@ def conv2d(
     layout: str = "NHWC",
     kernel_layout: str = "OHWI",
     max_bytes: int = DEFAULT_MAX_BYTES,
-) -> FloatArray:
-    """2-D cross-correlation of a batch of images with a filter bank (PyTorch's conv2d).
-
-    Args:
-        x: (N, H, W, C) batch, (H, W, C) image or (H, W) gray image; with ``layout="NCHW"``
-            (N, C, H, W) or (C, H, W).
-        weights: (kh, kw) one filter for each channel on its own (out channels = C);
-            (kh, kw, C) one filter over all channels (one out channel); or a 4-D bank in
-            ``kernel_layout``: OHWI (F, kh, kw, C/groups), OIHW (F, C/groups, kh, kw) or
-            HWIO (kh, kw, C/groups, F).
-        bias: scalar or one value per output channel, added after the correlation.
-        stride: int or (sh, sw).
-        padding: int, (ph, pw), (top, bottom, left, right), "valid" or "same" (TensorFlow's
-            rule, stride and even kernels included).
-        dilation: int or (dh, dw).
-        groups: input channels and filters are split into this many groups.
-        pad_mode: "zeros", "reflect", "replicate" or "circular" (PyTorch's meanings).
-        flip: rotate the kernel 180 degrees (true convolution).
-        layout: "NHWC" or "NCHW", of the input and the result.
-        kernel_layout: layout of 4-D weights.
-        max_bytes: refuse (LimitError) before allocating an output or scratch block larger.
-
-    Returns:
-        float64 for a float64 input, otherwise float32, shaped as the input with
-        H' = floor((H + top + bottom - dh*(kh-1) - 1) / sh) + 1 (likewise W') and F channels.
-        A 2-D input with several output channels gains a channel axis.
-
-    Raises:
-        ConvcliError: a bad argument (a ValueError naming it and the shapes involved).
-        LimitError: the output or scratch memory would exceed ``max_bytes``.
-    """
-    source = np.asarray(x)
+) -> tuple[ConvGeometry, Array | None]:
+    """Validate conv2d's arguments (in its order, with its messages) and plan both axes."""
     dtype = _compute_dtype(source)
-    rank = source.ndim
     batch = _to_nhwc(source, layout)
     count, height, width, channels = batch.shape
     if min(batch.shape) < 1:
@@ -405,9 +309,9 @@ def conv2d(
         bias_array = np.asarray(bias)
         _compute_dtype(bias_array, "bias")
         if bias_array.ndim == 0:
-            bias_vector = np.full(filters, bias_array, dtype=dtype)
+            bias_vector = _cast_finite(np.full(filters, bias_array), dtype, "bias")
         elif bias_array.shape == (filters,):
-            bias_vector = bias_array.astype(dtype)
+            bias_vector = _cast_finite(bias_array, dtype, "bias")
         else:
             raise ConvcliError(
                 f"bias must be a scalar or have one value per output channel ({filters}), "
@@ -444,8 +348,9 @@ def conv2d(
     taps = kernel_h * kernel_w
     patch_row_bytes = out_w * taps * channels * itemsize
     _check_bytes(patch_row_bytes, f"one row of {out_w} patches of {taps}x{channels}", max_bytes)
+    _check_padded(height + top + bottom, width + left + right, channels * itemsize, max_bytes)
 
-    rows = _axis_plan(
+    rows = axis_plan(
         height,
         top,
         bottom,
@@ -455,7 +360,7 @@ def conv2d(
         out=out_h,
         mode=pad_mode,
     )
-    cols = _axis_plan(
+    cols = axis_plan(
         width,
         left,
         right,
@@ -465,36 +370,144 @@ def conv2d(
         out=out_w,
         mode=pad_mode,
     )
-    matrix = np.ascontiguousarray(bank, dtype=dtype).reshape(
-        groups, filters // groups, taps * per_group
-    )
-    matrix = np.ascontiguousarray(matrix.transpose(0, 2, 1))  # (G, K, F/G)
+    geometry = ConvGeometry(batch, _cast_finite(bank, dtype, "weights"), groups, rows, cols, dtype)
+    return geometry, bias_vector
 
-    result = np.empty((count, out_h, out_w, filters), dtype=dtype)
-    for images, first, stop in _blocks(count, out_h, patch_row_bytes):
-        block = _padded_block(batch, images, rows, rows.padded_span(first, stop), cols, dtype, 0.0)
-        windows = sliding_window_view(block, extent, axis=(1, 2))
-        windows = windows[
-            :, :: stride_hw[0], :: stride_hw[1], :, :: dilation_hw[0], :: dilation_hw[1]
-        ]
-        # (n, rows, W', C, kh, kw) -> patches ordered (kh, kw, C) like OHWI filters.
-        n_block, rows_block = windows.shape[:2]
-        positions = n_block * rows_block * out_w
-        patches: Array
-        product: Array
-        if groups == 1:
-            patches = windows.transpose(0, 1, 2, 4, 5, 3).reshape(positions, -1)
-            product = patches @ matrix[0]
-        else:
-            grouped = windows.reshape(
-                n_block, rows_block, out_w, groups, per_group, kernel_h, kernel_w
-            )
-            patches = grouped.transpose(3, 0, 1, 2, 5, 6, 4).reshape(groups, positions, -1)
-            product = np.matmul(patches, matrix).transpose(1, 0, 2)
-        result[images, first:stop] = product.reshape(n_block, rows_block, out_w, filters)
+
+def conv2d(
+    x: npt.ArrayLike,
+    weights: npt.ArrayLike,
+    bias: npt.ArrayLike | None = None,
+    *,
+    stride: PairArg = 1,
+    padding: PaddingArg = 0,
+    dilation: PairArg = 1,
+    groups: int = 1,
+    pad_mode: str = "zeros",
+    flip: bool = False,
+    layout: str = "NHWC",
+    kernel_layout: str = "OHWI",
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    threads: int | None = None,
+) -> FloatArray:
+    """2-D cross-correlation of a batch of images with a filter bank (PyTorch's conv2d).
+
+    Args:
+        x: (N, H, W, C) batch, (H, W, C) image or (H, W) gray image; with ``layout="NCHW"``
+            (N, C, H, W) or (C, H, W).
+        weights: (kh, kw) one filter for each channel on its own (out channels = C);
+            (kh, kw, C) one filter over all channels (one out channel); or a 4-D bank in
+            ``kernel_layout``: OHWI (F, kh, kw, C/groups), OIHW (F, C/groups, kh, kw) or
+            HWIO (kh, kw, C/groups, F).
+        bias: scalar or one value per output channel, added after the correlation.
+        stride: int or (sh, sw).
+        padding: int, (ph, pw), (top, bottom, left, right), "valid" or "same" (TensorFlow's
+            rule, stride and even kernels included).
+        dilation: int or (dh, dw).
+        groups: input channels and filters are split into this many groups.
+        pad_mode: "zeros", "reflect", "replicate" or "circular" (PyTorch's meanings).
+        flip: rotate the kernel 180 degrees (true convolution).
+        layout: "NHWC" or "NCHW", of the input and the result.
+        kernel_layout: layout of 4-D weights.
+        max_bytes: refuse (LimitError) before allocating an output or scratch block larger.
+        threads: most worker threads to use; default $CONVCLI_THREADS, else every available
+            core. Matrix products run on the BLAS library's own threads.
+
+    Returns:
+        float64 for a float64 input, otherwise float32, shaped as the input with
+        H' = floor((H + top + bottom - dh*(kh-1) - 1) / sh) + 1 (likewise W') and F channels.
+        A 2-D input with several output channels gains a channel axis.
+
+    Raises:
+        ConvcliError: a bad argument (a ValueError naming it and the shapes involved).
+        LimitError: the output or scratch memory would exceed ``max_bytes``.
+    """
+    source = np.asarray(x)
+    geometry, bias_vector = _conv_geometry(
+        source,
+        weights,
+        bias,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        pad_mode=pad_mode,
+        flip=flip,
+        layout=layout,
+        kernel_layout=kernel_layout,
+        max_bytes=max_bytes,
+    )
+    workers = resolve_threads(threads)
+    path = choose_conv_path(geometry)
+    shape = (geometry.batch.shape[0], geometry.rows.out, geometry.cols.out, geometry.filters)
+    result = np.empty(shape, dtype=geometry.dtype)
+    PATHS[path](geometry, result, BLOCK_BYTES, workers)
     if bias_vector is not None:
         result += bias_vector
-    return _from_nhwc(result, rank, layout)
+    return _from_nhwc(result, source.ndim, layout)
+
+
+# --------------------------------------------------------------------------- dispatch
+
+#: Rank-1 depthwise kernels with at least this many taps take the separable path; smaller
+#: ones are as cheap or cheaper as a direct tap loop (measured: 5x5 on gray and RGB
+#: images, 36 vs 42 ms and 27 vs 36 ms; 7x7 on gray, 29 vs 58 ms).
+SEPARABLE_MIN_TAPS = 49
+#: Depthwise kernels with fewer taps never take the FFT path: below it the tap loop is as
+#: fast, and it keeps results of small integer kernels on integer images exact.
+FFT_MIN_TAPS = 49
+#: Tests set this to a name in CONV_PATHS to force that path wherever it applies.
+_FORCE_CONV_PATH: str | None = None
+
+
+def applicable_conv_paths(geometry: ConvGeometry) -> tuple[str, ...]:
+    """The paths that compute this correlation (``gemm`` computes every one)."""
+    paths = ["gemm"]
+    if geometry.depthwise:
+        paths.append("depthwise")
+        if geometry.rank_one is not None:
+            paths.append("separable")
+        # An infinite weight makes direct sums inf or NaN window by window, but an FFT
+        # NaN everywhere: only finite kernels.
+        if (
+            geometry.unit_stride
+            and bool(np.isfinite(geometry.bank).all())
+            and fft_plan(geometry, BLOCK_BYTES).scratch_bytes <= FFT_SCRATCH_BYTES
+        ):
+            paths.append("fft")
+    return tuple(paths)
+
+
+def choose_conv_path(geometry: ConvGeometry) -> str:
+    """The fastest applicable path, by shape and dtype.
+
+    - A filter bank that mixes channels: ``gemm`` (BLAS does the work).
+    - Depthwise (each output channel reads one input channel): ``separable`` for rank-1
+      kernels of SEPARABLE_MIN_TAPS taps or more; else ``fft`` at stride 1 for kernels of
+      FFT_MIN_TAPS taps or more when its estimated cost per output is below the tap count;
+      else the ``depthwise`` tap loop.
+    """
+    forced = _FORCE_CONV_PATH
+    if forced is not None and forced in applicable_conv_paths(geometry):
+        return forced
+    if not geometry.depthwise:
+        return "gemm"
+    if geometry.taps >= SEPARABLE_MIN_TAPS and geometry.rank_one is not None:
+        return "separable"
+    taps = geometry.taps
+    if (
+        taps >= FFT_MIN_TAPS
+        and "fft" in applicable_conv_paths(geometry)
+        and fft_cost(geometry, BLOCK_BYTES) < taps
+    ):
+        return "fft"
+    return "depthwise"
+
+
+def conv2d_path(x: npt.ArrayLike, weights: npt.ArrayLike, **options: Any) -> str:
+    """The path :func:`conv2d` would take for these arguments (for tests and benchmarks)."""
+    geometry, _ = _conv_geometry(np.asarray(x), weights, None, **options)
+    return choose_conv_path(geometry)
 
 
 # --------------------------------------------------------------------------- pooling
@@ -507,9 +520,10 @@ def _pool_plans(
     padding: PaddingArg,
     dilation: PairArg,
     ceil_mode: bool,
-) -> tuple[_AxisPlan, _AxisPlan, Padding4]:
+    max_bytes: int,
+) -> tuple[AxisPlan, AxisPlan, Padding4]:
     """Validate pooling arguments and plan both axes (PyTorch's output-size rules)."""
-    _, height, width, _ = batch.shape
+    _, height, width, channels = batch.shape
     size_hw = _pair(size, "size")
     stride_hw = size_hw if stride is None else _pair(stride, "stride")
     dilation_hw = _pair(dilation, "dilation")
@@ -522,7 +536,7 @@ def _pool_plans(
                     f"pooling padding {max(pair)} along {axis} must be at most size // 2 = "
                     f"{k // 2} (size {k})"
                 )
-    plans = []
+    axes = []
     for axis, n, k, s, d, (before, after) in (
         ("height", height, size_hw[0], stride_hw[0], dilation_hw[0], pads[:2]),
         ("width", width, size_hw[1], stride_hw[1], dilation_hw[1], pads[2:]),
@@ -537,21 +551,32 @@ def _pool_plans(
         if ceil_mode and (out - 1) * s >= n + before:
             # PyTorch: the last window must start inside the input or the leading padding.
             out -= 1
-        plans.append(
-            _axis_plan(n, before, after, kernel=k, stride=s, dilation=d, out=out, mode="zeros")
-        )
+        axes.append((n, before, after, k, s, d, out))
+    # Ceil-mode windows may overhang the padding: the planned axis covers them too.
+    lengths = [max(n + b + a, (out - 1) * s + d * (k - 1) + 1) for n, b, a, k, s, d, out in axes]
+    _check_padded(lengths[0], lengths[1], channels * _compute_dtype(batch).itemsize, max_bytes)
+    plans = [
+        axis_plan(n, b, a, kernel=k, stride=s, dilation=d, out=out, mode="zeros")
+        for n, b, a, k, s, d, out in axes
+    ]
     return plans[0], plans[1], pads
 
 
 def _pool(
     batch: Array,
-    rows: _AxisPlan,
-    cols: _AxisPlan,
+    rows: AxisPlan,
+    cols: AxisPlan,
     *,
     reduce: Literal["max", "sum"],
     max_bytes: int,
+    threads: int | None,
 ) -> FloatArray:
-    """Max or sum over every window, separably: first along width, then along height."""
+    """Max or sum over every window, separably: first along width, then along height.
+
+    k strided columns then k strided rows: 2(k-1) operations per output instead of k*k - 1,
+    over cache-sized bands spread across threads. The last step of each pass writes
+    straight into its destination, so nothing is copied that need not be.
+    """
     count, height, width, channels = batch.shape
     dtype = _compute_dtype(batch)
     itemsize = dtype.itemsize
@@ -560,25 +585,35 @@ def _pool(
         f"output {count}x{rows.out}x{cols.out}x{channels}",
         max_bytes,
     )
-    padded_row_bytes = len(cols.index) * channels * itemsize * rows.stride
-    _check_bytes(padded_row_bytes, f"one padded row of {len(cols.index)}x{channels}", max_bytes)
+    padded_row_bytes = cols.length * channels * itemsize * rows.stride
+    _check_bytes(padded_row_bytes, f"one padded row of {cols.length}x{channels}", max_bytes)
+    workers = resolve_threads(threads)
     fill = -np.inf if reduce == "max" else 0.0
     combine = np.maximum if reduce == "max" else np.add
     result = np.empty((count, rows.out, cols.out, channels), dtype=dtype)
-    for images, first, stop in _blocks(count, rows.out, padded_row_bytes):
-        block = _padded_block(batch, images, rows, rows.padded_span(first, stop), cols, dtype, fill)
-        last_col = (cols.out - 1) * cols.stride + 1
-        across = block[:, :, 0 : last_col : cols.stride].copy()
-        for tap in range(1, cols.kernel):
-            start = tap * cols.dilation
-            combine(across, block[:, :, start : start + last_col : cols.stride], out=across)
-        band = stop - first
-        last_row = (band - 1) * rows.stride + 1
-        pooled = across[:, 0 : last_row : rows.stride].copy()
-        for tap in range(1, rows.kernel):
-            start = tap * rows.dilation
-            combine(pooled, across[:, start : start + last_row : rows.stride], out=pooled)
-        result[images, first:stop] = pooled
+
+    def reduce_axis(source: Array, axis: int, plan: AxisPlan, outputs: int, out: Array) -> None:
+        last = (outputs - 1) * plan.stride + 1
+        taps = [
+            source[(slice(None),) * axis + (slice(start, start + last, plan.stride),)]
+            for start in range(0, plan.extent, plan.dilation)
+        ]
+        if len(taps) == 1:
+            out[...] = taps[0]
+            return
+        combine(taps[0], taps[1], out=out)
+        for tap in taps[2:]:
+            combine(out, tap, out=out)
+
+    def band(task: tuple[slice, int, int]) -> None:
+        images, first, stop = task
+        block = padded_block(batch, images, rows, rows.padded_span(first, stop), cols, dtype, fill)
+        across = np.empty((*block.shape[:2], cols.out, channels), dtype=dtype)
+        reduce_axis(block, 2, cols, cols.out, across)
+        reduce_axis(across, 1, rows, stop - first, result[images, first:stop])
+
+    tasks = bands(count, rows.out, padded_row_bytes, min(BLOCK_BYTES, POOL_BAND_BYTES))
+    run_blocks(tasks, band, workers)
     return result
 
 
@@ -592,6 +627,7 @@ def max_pool2d(
     layout: str = "NHWC",
     *,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    threads: int | None = None,
 ) -> FloatArray:
     """Max over each (dilated) window, like PyTorch's max_pool2d.
 
@@ -606,6 +642,7 @@ def max_pool2d(
             padding is dropped (PyTorch's rule).
         layout: "NHWC" or "NCHW".
         max_bytes: refuse (LimitError) before allocating more than this for the output.
+        threads: most worker threads to use; default $CONVCLI_THREADS, else every core.
 
     Returns:
         float64 for float64 input, else float32, of shape (N, H', W', C) in ``layout`` with
@@ -616,8 +653,8 @@ def max_pool2d(
     _compute_dtype(source)
     if min(batch.shape) < 1:
         raise ConvcliError(f"input has an empty dimension: shape {source.shape}")
-    rows, cols, _ = _pool_plans(batch, size, stride, padding, dilation, ceil_mode)
-    result = _pool(batch, rows, cols, reduce="max", max_bytes=max_bytes)
+    rows, cols, _ = _pool_plans(batch, size, stride, padding, dilation, ceil_mode, max_bytes)
+    result = _pool(batch, rows, cols, reduce="max", max_bytes=max_bytes, threads=threads)
     return _from_nhwc(result, source.ndim, layout)
 
 
@@ -631,6 +668,7 @@ def avg_pool2d(
     layout: str = "NHWC",
     *,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    threads: int | None = None,
 ) -> FloatArray:
     """Mean over each window, like PyTorch's avg_pool2d.
 
@@ -644,7 +682,7 @@ def avg_pool2d(
     _compute_dtype(source)
     if min(batch.shape) < 1:
         raise ConvcliError(f"input has an empty dimension: shape {source.shape}")
-    rows, cols, pads = _pool_plans(batch, size, stride, padding, 1, ceil_mode)
+    rows, cols, pads = _pool_plans(batch, size, stride, padding, 1, ceil_mode, max_bytes)
     _, height, width, _ = batch.shape
     top, bottom, left, right = pads
     if count_include_pad:
@@ -653,13 +691,13 @@ def avg_pool2d(
     else:
         row_counts = _window_counts_from(rows, top, 0, height)
         col_counts = _window_counts_from(cols, left, 0, width)
-    sums = _pool(batch, rows, cols, reduce="sum", max_bytes=max_bytes)
+    sums = _pool(batch, rows, cols, reduce="sum", max_bytes=max_bytes, threads=threads)
     divisor = (row_counts[:, None] * col_counts[None, :]).astype(sums.dtype)
     sums /= divisor[None, :, :, None]
     return _from_nhwc(sums, source.ndim, layout)
 
 
-def _window_counts_from(plan: _AxisPlan, before: int, low: int, high: int) -> FloatArray:
+def _window_counts_from(plan: AxisPlan, before: int, low: int, high: int) -> FloatArray:
     """Per output, how many window taps fall inside positions [low, high) of the input axis."""
     starts = np.arange(plan.out) * plan.stride - before
     taps = starts[:, None] + np.arange(plan.kernel) * plan.dilation

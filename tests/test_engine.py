@@ -381,3 +381,326 @@ def test_oversized_output_is_refused_before_allocating() -> None:
 def test_bias_is_added_per_output_channel() -> None:
     out = conv2d(np.zeros((1, 3, 3, 1)), np.ones((2, 1, 1, 1)), bias=[1.5, -2.0])
     np.testing.assert_array_equal(out[0, 0, 0], [1.5, -2.0])
+
+
+# --------------------------------------------------------------------------- engine paths
+
+
+@contextmanager
+def forced_path(path: str | None) -> Iterator[None]:
+    """Make conv2d take ``path`` wherever that path applies."""
+    saved = engine._FORCE_CONV_PATH
+    engine._FORCE_CONV_PATH = path
+    try:
+        yield
+    finally:
+        engine._FORCE_CONV_PATH = saved
+
+
+@st.composite
+def depthwise_cases(draw: st.DrawFn) -> dict[str, Any]:
+    """Each output channel from its own input channel: 2-D weights or groups == C banks.
+
+    Kernels are up to 7x7 (large enough for the FFT tiles to overlap) and, when drawn so,
+    exact outer products (rank 1), which the separable path needs.
+    """
+    channels = draw(st.integers(1, 3))
+    kh, kw = draw(st.integers(1, 7)), draw(st.integers(1, 7))
+    rank_one = draw(st.booleans())
+    per_channel = draw(st.booleans())
+    layout = draw(st.sampled_from(["NHWC", "NCHW"]))
+    kernel_layout = draw(st.sampled_from(["OHWI", "OIHW", "HWIO"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    shape = (draw(st.integers(1, 2)), draw(st.integers(3, 14)), draw(st.integers(3, 14)), channels)
+    dtype = draw(st.sampled_from([np.float64, np.float32, np.uint8]))
+    x = rng.integers(0, 256, shape) if dtype == np.uint8 else rng.standard_normal(shape)
+    kernels = rng.standard_normal((channels if per_channel else 1, kh, kw))
+    if rank_one:
+        kernels = rng.standard_normal((len(kernels), kh, 1)) * rng.standard_normal(
+            (len(kernels), 1, kw)
+        )
+    if per_channel:
+        ohwi = kernels[:, :, :, None]
+        weights = {
+            "OHWI": ohwi,
+            "OIHW": ohwi.transpose(0, 3, 1, 2),
+            "HWIO": ohwi.transpose(1, 2, 3, 0),
+        }[kernel_layout]
+        groups = channels
+    else:
+        weights, groups = kernels[0], 1
+    padding = draw(
+        st.one_of(
+            st.sampled_from(["same", "valid"]),
+            st.integers(0, 4),
+            st.tuples(*[st.integers(0, 4)] * 4),
+        )
+    )
+    bias = draw(st.sampled_from([None, "scalar", "vector"]))
+    return {
+        "x": to_layout(x.astype(dtype), layout),
+        "w": weights,
+        "bias": None
+        if bias is None
+        else (0.5 if bias == "scalar" else rng.standard_normal(channels)),
+        "stride": draw(
+            st.one_of(
+                st.just(1), st.integers(1, 3), st.tuples(st.integers(1, 2), st.integers(1, 2))
+            )
+        ),
+        "padding": padding,
+        "dilation": draw(
+            st.one_of(st.integers(1, 2), st.tuples(st.integers(1, 2), st.integers(1, 2)))
+        ),
+        "groups": groups,
+        "pad_mode": draw(st.sampled_from(engine.PAD_MODES)),
+        "flip": draw(st.booleans()),
+        "layout": layout,
+        "kernel_layout": kernel_layout,
+        "rank_one": rank_one,
+    }
+
+
+def expected_path(path: str, case: dict[str, Any]) -> str:
+    """The path a depthwise case must take when ``path`` is forced (derived independently)."""
+    unit_stride = pair(case["stride"]) == (1, 1)
+    if path == "separable" and not case["rank_one"]:
+        path = "none"
+    if path == "fft" and not unit_stride:
+        path = "none"
+    return path
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    case=depthwise_cases(),
+    path=st.sampled_from(engine.CONV_PATHS),
+    block=st.sampled_from([1, 300, 5000, engine.BLOCK_BYTES]),
+    threads=st.sampled_from([1, 2]),
+)
+def test_every_conv_path_matches_plain_loop(
+    case: dict[str, Any], path: str, block: int, threads: int
+) -> None:
+    """gemm, depthwise, separable and fft, each forced where it applies, agree with the loop."""
+    rank_one = case.pop("rank_one")
+    x, w, bias = case.pop("x"), case.pop("w"), case.pop("bias")
+    if not conv_is_valid({"x": x, "w": w, **case}):
+        with pytest.raises(ConvcliError):
+            conv2d(x, w, bias, **case)
+        return
+    with block_bytes(block), forced_path(path):
+        chosen = engine.conv2d_path(x, w, **case)
+        actual = conv2d(x, w, bias, threads=threads, **case)
+    wanted = expected_path(path, {**case, "rank_one": rank_one})
+    event(f"path {chosen}")
+    if wanted != "none":
+        assert chosen == wanted
+    expected = conv2d_loop(x, w, bias, **case)
+    assert actual.dtype == expected.dtype
+    assert actual.shape == expected.shape
+    tolerance = 1e-10 if actual.dtype == np.float64 else 1e-4
+    np.testing.assert_allclose(actual, expected, rtol=tolerance, atol=tolerance * 100)
+
+
+@settings(max_examples=100, deadline=None)
+@given(case=conv_cases(), block=st.sampled_from([1, 200, engine.BLOCK_BYTES]))
+def test_gemm_path_takes_any_case(case: dict[str, Any], block: int) -> None:
+    """The general path, forced even where a faster one applies, agrees with the loop."""
+    if not conv_is_valid(case):
+        return
+    x, w, bias = case.pop("x"), case.pop("w"), case.pop("bias")
+    with block_bytes(block), forced_path("gemm"):
+        assert engine.conv2d_path(x, w, **case) == "gemm"
+        actual = conv2d(x, w, bias, **case)
+    expected = conv2d_loop(x, w, bias, **case)
+    tolerance = 1e-10 if actual.dtype == np.float64 else 1e-4
+    np.testing.assert_allclose(actual, expected, rtol=tolerance, atol=tolerance * 100)
+
+
+def gaussian(size: int, sigma: float) -> np.ndarray:
+    g = np.exp(-0.5 * ((np.arange(size) - size // 2) / sigma) ** 2)
+    return np.outer(g, g) / np.outer(g, g).sum()
+
+
+@pytest.mark.parametrize(
+    ("x", "w", "options", "path"),
+    [
+        (np.ones((1, 16, 16, 3), np.float32), np.ones((8, 3, 3, 3)), {}, "gemm"),
+        (np.ones((16, 16, 3), np.float32), np.ones((3, 3, 3)), {}, "gemm"),
+        (np.ones((64, 64, 3), np.uint8), np.arange(9.0).reshape(3, 3), {}, "depthwise"),
+        (np.ones((64, 64)), np.array(SEED_KERNEL), {}, "depthwise"),
+        (np.ones((64, 64, 3), np.float32), gaussian(7, 1.5).astype(np.float32), {}, "separable"),
+        (
+            np.ones((64, 64)),
+            np.outer([1.0, 2, 1], [-1.0, 0, 1, 0, 1]) * np.ones((1, 1)),
+            {},
+            "depthwise",
+        ),
+        (np.ones((64, 64)), np.outer(np.arange(1.0, 8), np.arange(1.0, 8)), {}, "separable"),
+        (np.ones((64, 64, 3), np.float32), gaussian(5, 1.5).astype(np.float32), {}, "depthwise"),
+        (np.ones((256, 256), np.float32), np.random.default_rng(0).random((31, 31)), {}, "fft"),
+        (
+            np.ones((256, 256), np.float32),
+            np.random.default_rng(0).random((31, 31)),
+            {"stride": 2},
+            "depthwise",
+        ),
+    ],
+)
+def test_dispatcher_picks_the_path_for_the_shape(
+    x: np.ndarray, w: np.ndarray, options: dict[str, Any], path: str
+) -> None:
+    assert engine.conv2d_path(x, w, padding="same", **options) == path
+
+
+def test_rank_one_is_judged_at_the_compute_precision() -> None:
+    """A float32-rounded Gaussian is rank 1 to float32 precision only: float64 sums directly."""
+    from convcli.convpaths import rank_one_factors
+
+    kernel = gaussian(7, 1.5).astype(np.float32)[None]
+    assert rank_one_factors(kernel, np.dtype(np.float32)) is not None
+    assert rank_one_factors(kernel, np.dtype(np.float64)) is None
+    assert rank_one_factors(gaussian(7, 1.5)[None], np.dtype(np.float64)) is not None
+    assert (
+        rank_one_factors(np.random.default_rng(0).random((1, 3, 3)), np.dtype(np.float32)) is None
+    )
+    assert engine.conv2d_path(np.ones((64, 64)), kernel[0], padding="same") != "separable"
+    assert (
+        engine.conv2d_path(np.ones((64, 64), np.float32), kernel[0], padding="same") == "separable"
+    )
+
+
+def test_separable_path_is_exact_up_to_rounding_on_a_gaussian() -> None:
+    """A 31x31 Gaussian through two 1-D passes matches the direct tap loop to float32 rounding."""
+    rng = np.random.default_rng(3)
+    x = rng.random((80, 70), dtype=np.float32)
+    kernel = gaussian(31, 5.0).astype(np.float32)
+    assert engine.conv2d_path(x, kernel, padding="same") == "separable"
+    with forced_path("depthwise"):
+        direct = conv2d(x.astype(np.float64), kernel.astype(np.float64), padding="same")
+    np.testing.assert_allclose(conv2d(x, kernel, padding="same"), direct, rtol=2e-6, atol=1e-6)
+
+
+def test_threads_do_not_change_results() -> None:
+    """Bands are independent: 1 or 3 worker threads give bit-identical results."""
+    rng = np.random.default_rng(4)
+    x = rng.random((2, 40, 30, 3), dtype=np.float32)
+    w = rng.random((9, 9))
+    with block_bytes(2000):
+        for path in ("depthwise", "fft"):
+            with forced_path(path):
+                np.testing.assert_array_equal(
+                    conv2d(x, w, padding="same", threads=1), conv2d(x, w, padding="same", threads=3)
+                )
+        np.testing.assert_array_equal(
+            max_pool2d(x, 3, 2, threads=1), max_pool2d(x, 3, 2, threads=3)
+        )
+
+
+def test_threads_come_from_the_argument_then_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from convcli.threads import available_cores, resolve_threads
+
+    monkeypatch.delenv("CONVCLI_THREADS", raising=False)
+    assert resolve_threads(None) == available_cores()
+    monkeypatch.setenv("CONVCLI_THREADS", "3")
+    assert resolve_threads(None) == 3
+    assert resolve_threads(1) == 1
+    monkeypatch.setenv("CONVCLI_THREADS", "many")
+    with pytest.raises(
+        ConvcliError, match="CONVCLI_THREADS must be a positive integer, got 'many'"
+    ):
+        conv2d(np.ones((4, 4)), np.ones((3, 3)))
+    with pytest.raises(ConvcliError, match="threads must be a positive int, got 0"):
+        conv2d(np.ones((4, 4)), np.ones((3, 3)), threads=0)
+    with pytest.raises(ConvcliError, match="threads must be a positive int, got True"):
+        max_pool2d(np.ones((4, 4)), 2, threads=True)
+
+
+@pytest.mark.parametrize(
+    ("x", "w", "path"),
+    [
+        (np.ones((8, 256, 256, 3), np.float32), np.ones((16, 5, 5, 3)), "gemm"),
+        (np.ones((8, 256, 256, 3), np.uint8), np.arange(9.0).reshape(3, 3), "depthwise"),
+        (np.ones((8, 256, 256, 3), np.float32), gaussian(9, 2.0).astype(np.float32), "separable"),
+        (np.ones((8, 256, 256, 1), np.float32), np.random.default_rng(0).random((15, 15)), "fft"),
+    ],
+)
+def test_scratch_memory_is_bounded_whatever_the_batch(
+    x: np.ndarray, w: np.ndarray, path: str
+) -> None:
+    """Beyond the output, conv2d allocates far less than unfolding the whole batch would."""
+    import tracemalloc
+
+    assert engine.conv2d_path(x, w, padding="same") == path
+    tracemalloc.start()
+    try:
+        out = conv2d(x, w, padding="same")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    scratch = peak - out.nbytes
+    unfolded = x.shape[0] * x.shape[1] * x.shape[2] * x.shape[3] * np.asarray(w).size * 4
+    assert scratch < 16 * 1024**2 < unfolded
+
+
+def test_worker_threads_run_every_band_and_reraise_a_failure() -> None:
+    from convcli.threads import run_blocks
+
+    seen: list[int] = []
+    run_blocks(list(range(50)), seen.append, 3)
+    assert sorted(seen) == list(range(50))
+
+    def fail_on_seven(task: int) -> None:
+        if task == 7:
+            raise ConvcliError("band 7 failed")
+
+    with pytest.raises(ConvcliError, match="band 7 failed"):
+        run_blocks(list(range(50)), fail_on_seven, 3)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    case=st.one_of(depthwise_cases(), conv_cases()),
+    path=st.sampled_from(engine.CONV_PATHS),
+    specials=st.lists(st.sampled_from([np.inf, -np.inf, np.nan]), min_size=1, max_size=3),
+    seed=st.integers(0, 2**16),
+    block=st.sampled_from([1, 300, engine.BLOCK_BYTES]),
+)
+def test_nan_and_infinity_stay_in_their_windows(
+    case: dict[str, Any], path: str, specials: list[float], seed: int, block: int
+) -> None:
+    """Every path puts NaN/inf exactly where the direct sum does (0 * inf is NaN there only)."""
+    case.pop("rank_one", None)
+    x = np.array(case.pop("x"), dtype=np.float64 if seed % 2 else np.float32)
+    w, bias = case.pop("w"), case.pop("bias")
+    rng = np.random.default_rng(seed)
+    flat = x.reshape(-1)
+    flat[rng.integers(0, flat.size, len(specials))] = specials
+    if not conv_is_valid({"x": x, "w": w, **case}):
+        return
+    # inf - inf and 0 * inf warn in NumPy, as they would in the reference loop.
+    with block_bytes(block), forced_path(path), np.errstate(invalid="ignore"):
+        actual = conv2d(x, w, bias, **case)
+        expected = conv2d_loop(x, w, bias, **case)
+    np.testing.assert_array_equal(np.isnan(actual), np.isnan(expected))
+    np.testing.assert_array_equal(np.isposinf(actual), np.isposinf(expected))
+    np.testing.assert_array_equal(np.isneginf(actual), np.isneginf(expected))
+    finite = np.isfinite(expected)
+    np.testing.assert_allclose(actual[finite], expected[finite], rtol=1e-4, atol=1e-2)
+
+
+def test_huge_dilation_with_same_padding_is_refused_before_allocating() -> None:
+    """'same' padding for a dilated extent of 2e27 would pad by 1e27: refused by size."""
+    with pytest.raises(LimitError, match="the padded input"):
+        conv2d(np.ones((4, 4)), np.ones((3, 3)), dilation=10**27, padding="same")
+    with pytest.raises(LimitError, match="the padded input"):
+        max_pool2d(np.ones((4, 4)), 3, dilation=10**27, padding="same")
+
+
+def test_weights_and_bias_that_overflow_float32_are_refused() -> None:
+    with pytest.raises(ConvcliError, match="weights overflow float32"):
+        conv2d(np.ones((16, 16), np.float32), np.full((9, 9), 1e300))
+    with pytest.raises(ConvcliError, match="bias overflow float32"):
+        conv2d(np.ones((16, 16), np.float32), np.ones((3, 3)), bias=1e300)
