@@ -7,8 +7,13 @@ against the bytes actually present, dtypes against pickling. Nothing here ever u
 from __future__ import annotations
 
 import io
+import struct
+import tokenize
+import unicodedata
 import zipfile
+import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,6 +30,44 @@ MAX_COMPRESSION_RATIO = 1000
 
 Array = npt.NDArray[Any]
 
+#: What numpy's .npy header parser raises on a malformed header: besides ValueError, the
+#: tokenizer and ast.literal_eval it runs on the header text raise their own errors.
+HEADER_ERRORS = (
+    ValueError,
+    OSError,
+    SyntaxError,
+    EOFError,
+    UnicodeDecodeError,
+    tokenize.TokenError,
+    TypeError,
+    LookupError,
+    RecursionError,
+    MemoryError,
+)
+
+
+#: What zipfile raises on a corrupt archive: its own errors, and whatever its parsing of
+#: headers and extra fields trips over (struct.error, IndexError, a bad zlib stream, ...).
+ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    EOFError,
+    OSError,
+    NotImplementedError,
+    ValueError,
+    RuntimeError,
+    LookupError,
+    TypeError,
+    ArithmeticError,
+    struct.error,
+    zlib.error,
+)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return (text[:197] + "...") if len(text) > 200 else text or type(exc).__name__
+
 
 def _read_header(handle: IO[bytes], name: str) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
     """Read an .npy header from ``handle`` (positioned at its start) without reading data."""
@@ -38,8 +81,8 @@ def _read_header(handle: IO[bytes], name: str) -> tuple[tuple[int, ...], bool, n
             raise InputError(f"{name}: unsupported .npy format version {version}")
     except InputError:
         raise
-    except (ValueError, OSError, SyntaxError, EOFError, UnicodeDecodeError) as exc:
-        raise InputError(f"{name}: not a valid .npy file ({exc})") from exc
+    except HEADER_ERRORS as exc:
+        raise InputError(f"{name}: not a valid .npy file ({_one_line(exc)})") from exc
     return tuple(int(n) for n in shape), bool(fortran), dtype
 
 
@@ -96,14 +139,81 @@ def read_npy(source: Path | bytes, *, name: str, max_bytes: int = DEFAULT_MAX_BY
         raise InputError(f"{name}: cannot read: {exc.strerror or exc}") from exc
 
 
+@dataclass(frozen=True)
+class NpyHeader:
+    """An .npy file's header, checked: where its data starts and what it holds."""
+
+    shape: tuple[int, ...]
+    fortran: bool
+    dtype: np.dtype[Any]
+    offset: int
+    nbytes: int
+
+
+def read_npy_header(path: Path, *, name: str, max_bytes: int = DEFAULT_MAX_BYTES) -> NpyHeader:
+    """Read and check an .npy file's header as :func:`read_npy` does, without its data."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            shape, fortran, dtype = _read_header(handle, name)
+            offset = handle.tell()
+    except OSError as exc:
+        raise InputError(f"{name}: cannot read: {exc.strerror or exc}") from exc
+    nbytes = check_array_header(shape, dtype, name=name, max_bytes=max_bytes)
+    if nbytes > size - offset:
+        raise InputError(
+            f"{name}: header declares {nbytes:,} bytes of data but the file holds {size - offset:,}"
+        )
+    return NpyHeader(shape, fortran, dtype, offset, nbytes)
+
+
+def open_npy(path: Path, header: NpyHeader) -> np.memmap[Any, Any]:
+    """Map a checked .npy file's data read-only (see :func:`read_npy_header`).
+
+    Pages are read as slices are touched, so walking a large batch along its first axis
+    keeps only the current slice in memory. The header must describe some data (nbytes > 0).
+    """
+    return np.memmap(
+        path,
+        dtype=header.dtype,
+        mode="r",
+        offset=header.offset,
+        shape=header.shape,
+        order="F" if header.fortran else "C",
+    )
+
+
+def _unsafe_member_name(member: str) -> str | None:
+    """Why ``member`` (a zip member name) is unsafe to carry into outputs and reports, or None.
+
+    Member names become array names, are written back into output archives and printed; they
+    never become paths, but a name that would be one outside the archive (``../x.npy``,
+    ``/etc/x.npy``, ``C:\\x.npy``) or that holds control characters is refused anyway.
+    """
+    if any(unicodedata.category(char) in ("Cc", "Cf", "Cs") for char in member):
+        return "holds control characters"
+    if "\\" in member or member.startswith("/") or (len(member) > 1 and member[1] == ":"):
+        return "is an absolute or Windows path"
+    if any(part in ("", ".", "..") for part in member[: -len(".npy")].split("/")):
+        return "has an empty, '.' or '..' path component"
+    return None
+
+
 def _npz_members(archive: zipfile.ZipFile, name: str, max_bytes: int) -> list[zipfile.ZipInfo]:
     infos = [info for info in archive.infolist() if not info.is_dir()]
     if len(infos) > MAX_NPZ_MEMBERS:
         raise LimitError(f"{name}: {len(infos)} members, more than the limit of {MAX_NPZ_MEMBERS}")
     total = 0
+    seen: set[str] = set()
     for info in infos:
         if not info.filename.endswith(".npy"):
             raise InputError(f"{name}: member {info.filename!r} is not a .npy array")
+        problem = _unsafe_member_name(info.filename)
+        if problem is not None:
+            raise InputError(f"{name}: member name {info.filename!r} {problem}; refusing")
+        if info.filename in seen:
+            raise InputError(f"{name}: member {info.filename!r} appears more than once")
+        seen.add(info.filename)
         if info.compress_size and info.file_size / info.compress_size > MAX_COMPRESSION_RATIO:
             raise LimitError(
                 f"{name}: member {info.filename!r} expands {info.file_size:,} bytes from "
@@ -138,18 +248,10 @@ def iter_npz(
                         available=info.file_size,
                     )
                 yield member, array
-    except (
-        zipfile.BadZipFile,
-        zipfile.LargeZipFile,
-        EOFError,
-        OSError,
-        NotImplementedError,
-    ) as exc:
-        raise InputError(f"{name}: not a valid .npz file ({exc})") from exc
-    except (ValueError, RuntimeError) as exc:
-        if isinstance(exc, InputError | LimitError):
-            raise
-        raise InputError(f"{name}: not a valid .npz file ({exc})") from exc
+    except (InputError, LimitError):
+        raise
+    except ZIP_ERRORS as exc:
+        raise InputError(f"{name}: not a valid .npz file ({_one_line(exc)})") from exc
 
 
 def read_npz(

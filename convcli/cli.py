@@ -8,28 +8,47 @@ the traceback instead.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
+import textwrap
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
 
-from convcli import batch, engine, images, kernels, pipeline, report
+from convcli import batch, engine, images, kernels, pipeline, report, workers
 from convcli.cli_verify import verify
 from convcli.errors import ConvcliError, ExitCode
 from convcli.fileio import BrokenPipe, atomic_write, check_output_path, write_stdout
+from convcli.quiet import library_noise_silenced
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 class CommandError(click.ClickException):
-    """A user-facing failure: ``Error: <message>`` on stderr and exit code 2."""
+    """A user-facing failure: ``Error: <message>`` on stderr and exit code 2.
+
+    The message is made one inert line: file names, JSON keys and member names come from
+    the input, and a newline or an ANSI escape in them must not forge output lines.
+    """
 
     exit_code = ExitCode.TROUBLE
+
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(message))
+
+
+def one_line(message: str) -> str:
+    """``message`` with control and other unprintable characters shown as escapes (``\\n``)."""
+    return "".join(
+        char if char.isprintable() else char.encode("unicode_escape", "backslashreplace").decode()
+        for char in message
+    )
 
 
 def _quiet_exit(code: int) -> NoReturn:
@@ -48,8 +67,9 @@ class ConvcliGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         debug = bool(ctx.params.get("debug"))
         try:
-            return super().invoke(ctx)
-        except BrokenPipe:
+            with library_noise_silenced(debug):
+                return super().invoke(ctx)
+        except (BrokenPipe, BrokenPipeError):
             _quiet_exit(141)  # 128 + SIGPIPE, what `cat` reports when `head` stops reading
         except KeyboardInterrupt:
             if debug:
@@ -64,6 +84,21 @@ class ConvcliGroup(click.Group):
             if debug:
                 raise
             raise CommandError(f"out of resources: {type(error).__name__}") from error
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise  # click reports these itself
+        except OSError as error:  # an I/O path the library did not map: still one line
+            if debug:
+                raise
+            where = f"{error.filename}: " if error.filename is not None else ""
+            raise CommandError(f"{where}{error.strerror or error}") from error
+        except Exception as error:
+            # A bug, not bad input; the user still gets one line and exit 2, not a traceback.
+            if debug:
+                raise
+            raise CommandError(
+                f"internal error: {type(error).__name__}: {error} "
+                "(rerun with --debug for the traceback, and please report it)"
+            ) from error
 
 
 # --------------------------------------------------------------------------- parameter types
@@ -124,6 +159,8 @@ class ByteSize(click.ParamType[Any, Any]):
             number = float(text[: len(text) - len(unit)]) * self.units[unit]
         except ValueError:
             self.fail(f"{value!r} is not a size such as 4G, 512M or 1000000", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite size", param, ctx)
         if number < 1:
             self.fail(f"{value!r} must be at least 1 byte", param, ctx)
         return int(number)
@@ -195,6 +232,13 @@ def output_options(command: F) -> F:
             help="Only files in folders matching this glob (e.g. '*.png').",
         ),
         click.option(
+            "-j",
+            "--jobs",
+            type=click.IntRange(min=1),
+            metavar="N",
+            help="Worker processes for several inputs (default: one per core; 1: this process).",
+        ),
+        click.option(
             "--max-bytes",
             type=BYTES,
             default=engine.DEFAULT_MAX_BYTES,
@@ -231,6 +275,7 @@ class RunOptions:
     overwrite: bool
     skip_existing: bool
     pattern: str | None
+    jobs: int | None
     max_bytes: int
     max_pixels: int
     quiet: bool
@@ -313,6 +358,12 @@ def _run_single(options: RunOptions, operation: pipeline.Operation) -> list[pipe
         if options.skip_existing and target.exists():
             return []
         check_output_path(target, inputs=inputs, overwrite=options.overwrite)
+    if source_path is not None and target is not None and fmt == "npy":
+        # a large (N, ...) .npy goes through in chunks, so memory does not grow with N
+        job = batch.Job(str(source_path), str(target), fmt)
+        chunked_rows = batch.process_npy_chunks(job, _settings(options, operation))
+        if chunked_rows is not None:
+            return chunked_rows
     if source_path is None:
         data = pipeline.read_stdin(sys.stdin.buffer, max_bytes=options.max_bytes)
         source = pipeline.read_source(
@@ -332,10 +383,23 @@ def _run_single(options: RunOptions, operation: pipeline.Operation) -> list[pipe
     return rows
 
 
+def _settings(options: RunOptions, operation: pipeline.Operation) -> batch.Settings:
+    # each job brings its own format; "npy" only fills the field
+    return batch.Settings(operation, options.output_options("npy"), options.max_pixels)
+
+
 def _run_batch(
-    options: RunOptions, operation: pipeline.Operation, summary: report.Summary
-) -> list[pipeline.Row]:
-    """Several inputs or folders into an output folder; a failing item costs only itself."""
+    options: RunOptions,
+    operation: pipeline.Operation,
+    summary: report.Summary,
+    json_items: _JsonItems | None,
+) -> tuple[list[pipeline.Row], int]:
+    """Several inputs or folders into an output folder; a failing item costs only itself.
+
+    Results stream in from the workers: the rows of the first :data:`report.TABLE_ROWS` jobs
+    are kept for the table, later ones only counted (and streamed to ``--json``), so memory
+    does not grow with the batch. Returns the kept rows and how many rows were not kept.
+    """
     if "-" in options.inputs:
         raise CommandError("- (stdin) cannot be combined with other inputs")
     if options.output == "-":
@@ -343,31 +407,76 @@ def _run_batch(
     output_dir = Path(options.output)
     if output_dir.exists() and not output_dir.is_dir():
         raise CommandError(f"{output_dir}: several inputs need -o to be a folder, not a file")
-    walk = batch.walk_inputs([Path(name) for name in options.inputs], pattern=options.pattern)
-    summary.ignored = walk.ignored
-    jobs = batch.plan_jobs(walk, output_dir, requested_format=options.output_format)
+    plan = batch.plan_batch(
+        [Path(name) for name in options.inputs],
+        output_dir,
+        requested_format=options.output_format,
+        pattern=options.pattern,
+    )
+    summary.ignored = plan.ignored
+    jobs = plan.jobs
     if options.skip_existing:
-        existing = {job.target for job in batch.existing_outputs(jobs)}
+        existing = set(batch.existing_outputs(jobs))
         summary.skipped = len(existing)
-        jobs = [job for job in jobs if job.target not in existing]
+        jobs = [job for job in jobs if job not in existing]
+        del existing
     elif not options.overwrite:
         batch.refuse_existing(jobs)
-    rows: list[pipeline.Row] = []
-    for job in jobs:
-        try:
-            source = pipeline.read_source(
-                job.source, max_bytes=options.max_bytes, max_pixels=options.max_pixels
-            )
-            payload, item_rows = pipeline.process(
-                source, operation, options.output_options(job.format)
-            )
-            atomic_write(job.target, payload)
-        except ConvcliError as error:
-            summary.failed.append((str(job.source), str(error)))
-            continue
-        summary.processed += 1
-        rows.extend(item_rows)
-    return rows
+    del plan
+    console = report.stderr_console()
+    show_progress = not (options.quiet or options.as_json) and console.is_terminal
+    kept: list[tuple[int, pipeline.Row]] = []
+    not_kept = 0
+    failures: list[tuple[int, str, str]] = []
+    processes = workers.worker_count(options.jobs, len(jobs))
+    results = workers.run_jobs(jobs, _settings(options, operation), workers=processes)
+    with (
+        closing(results),
+        report.progress(len(jobs), console=console, enabled=show_progress) as advance,
+    ):
+        for result in results:
+            advance()
+            if result.error is not None:
+                failures.append((result.index, result.source, result.error))
+                continue
+            summary.processed += 1
+            if json_items is not None:
+                json_items.add(result.rows)
+            if result.index < report.TABLE_ROWS:
+                kept.extend((result.index, row) for row in result.rows)
+            else:
+                not_kept += len(result.rows)
+    summary.failed = [(source, error) for _, source, error in sorted(failures)]
+    return [row for _, row in sorted(kept, key=lambda item: item[0])], not_kept
+
+
+class _JsonItems:
+    """``--json``: items are written as they finish, then the summary, so nothing piles up.
+
+    The document is ``{"items": [...], "summary": {...}}``; with several workers the items
+    come in the order they finished (each names its input).
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def add(self, rows: list[pipeline.Row]) -> None:
+        for row in rows:
+            opening = ",\n" if self.count else '{\n  "items": [\n'
+            _echo(opening + textwrap.indent(json.dumps(_row_json(row), indent=2), "    "))
+            self.count += 1
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        opening = "\n  ],\n" if self.count else '{\n  "items": [],\n'
+        closing_ = textwrap.indent(json.dumps(summary, indent=2), "  ").lstrip()
+        _echo(f'{opening}  "summary": {closing_}\n}}\n')
+
+
+def _echo(text: str) -> None:
+    try:
+        click.echo(text, nl=False)
+    except BrokenPipeError as error:
+        raise BrokenPipe() from error
 
 
 def _run(options: RunOptions, operation: pipeline.Operation) -> None:
@@ -376,23 +485,23 @@ def _run(options: RunOptions, operation: pipeline.Operation) -> None:
     single = len(options.inputs) == 1 and (
         options.inputs[0] == "-" or not Path(options.inputs[0]).is_dir()
     )
+    json_items = _JsonItems() if options.as_json else None
+    not_kept = 0
     if single:
         rows = _run_single(options, operation)
         summary.processed = len(rows) and 1
         summary.skipped = 0 if rows else 1
+        if json_items is not None:
+            json_items.add(rows)
     else:
-        rows = _run_batch(options, operation, summary)
+        rows, not_kept = _run_batch(options, operation, summary, json_items)
     summary.seconds = time.perf_counter() - started
-    if options.as_json:
-        click.echo(
-            json.dumps(
-                {"items": [_row_json(row) for row in rows], "summary": summary.to_json()}, indent=2
-            )
-        )
+    if json_items is not None:
+        json_items.finish(summary.to_json())
     elif not options.quiet:
         console = report.stderr_console()
         if rows:
-            console.print(report.rows_table(rows))
+            console.print(report.rows_table(rows, more=not_kept))
         if not single or summary.skipped:
             console.print(report.summary_table(summary))
         if summary.failed:

@@ -21,6 +21,10 @@ class OutputExistsError(ConvcliError):
     """The output file exists and neither --overwrite nor --skip-existing was given."""
 
 
+class OutputError(ConvcliError):
+    """An output could not be written (a missing or read-only folder, a full disk, ...)."""
+
+
 def check_output_path(
     path: Path, *, inputs: tuple[Path, ...] = (), overwrite: bool = False
 ) -> None:
@@ -45,10 +49,26 @@ def atomic_write(path: Path, data: bytes | bytearray | memoryview) -> None:
 
     The temporary file is removed on any failure (including KeyboardInterrupt), so either the
     complete new file exists or the old state is untouched.
+
+    Raises:
+        OutputError: the folder cannot be created or written, the disk is full, ... (the
+            message names ``path`` and the reason).
     """
     folder = path.parent if str(path.parent) else Path(".")
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=path.suffix, dir=folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        files = [p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()]
+        blocker = files[0] if files else None
+        if blocker is None:
+            raise OutputError(f"{path}: cannot write: {_reason(exc)}") from exc
+        raise OutputError(f"{path}: cannot write: {blocker} is a file, not a folder") from exc
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write: {_reason(exc)}") from exc
+    try:
+        fd, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=path.suffix, dir=folder)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write: {_reason(exc)}") from exc
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -56,12 +76,22 @@ def atomic_write(path: Path, data: bytes | bytearray | memoryview) -> None:
             os.fsync(handle.fileno())
         os.chmod(temp_name, 0o644)
         os.replace(temp_name, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(temp_name)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError):
+            raise OutputError(f"{path}: cannot write: {_reason(exc)}") from exc
         raise
+
+
+def _reason(exc: OSError) -> str:
+    """strerror, plus the path it concerns unless that is our temporary file."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.filename is not None and not os.path.basename(str(exc.filename)).startswith(TEMP_PREFIX):
+        return f"{reason} ({exc.filename})"
+    return reason
 
 
 class BrokenPipe(Exception):  # noqa: N818 - a signal-like condition, not an error to report
@@ -85,5 +115,5 @@ def write_stdout(data: bytes | bytearray | memoryview, fd: int = 1) -> None:
         except OSError as exc:
             if exc.errno == errno.EPIPE:
                 raise BrokenPipe() from exc
-            raise
+            raise OutputError(f"<stdout>: cannot write: {_reason(exc)}") from exc
         view = view[written:]

@@ -43,6 +43,7 @@ import tifffile
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError, features
 
+from convcli.engine import DEFAULT_MAX_BYTES
 from convcli.errors import ConvcliError, InputError, LimitError
 
 __all__ = [
@@ -122,6 +123,7 @@ _DECODE_ERRORS: Final = (
     RuntimeError,  # includes RecursionError and NotImplementedError
     PILImage.DecompressionBombError,
     PILImage.DecompressionBombWarning,
+    Warning,  # any decoder warning a warnings filter has made an error
 )
 
 
@@ -257,12 +259,22 @@ def read_header(source: Path | bytes, *, name: str) -> ImageHeader:
         with _decoder_errors(name, max_pixels=None):
             if fmt == "tiff":
                 with tifffile.TiffFile(handle) as tif:
+                    if not len(tif.pages):
+                        raise InputError(
+                            f"{name}: cannot read image: the TIFF holds no readable page"
+                        )
                     return _tiff_plan(tif.pages.first, name).header
             with _pillow_open(handle, fmt) as opened:
                 return _pillow_plan(opened, fmt, prefix, name).header
 
 
-def read_image(source: Path | bytes, *, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image:
+def read_image(
+    source: Path | bytes,
+    *,
+    name: str,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Image:
     """Decode an image, refusing it from its header if it has more than ``max_pixels`` pixels.
 
     Parameters
@@ -272,7 +284,11 @@ def read_image(source: Path | bytes, *, name: str, max_pixels: int = DEFAULT_MAX
     name : str
         The path or ``"<stdin>"``, used in error messages.
     max_pixels : int
-        Largest width * height accepted (``--max-pixels``), checked before decoding.
+        Largest width * height accepted (``--max-pixels``), checked before decoding. A TIFF
+        tile may not hold more pixels either.
+    max_bytes : int
+        Largest decoded size in bytes (``--max-bytes``): width * height * channels * bytes
+        per sample, checked before decoding (a TIFF may have thousands of samples per pixel).
 
     Returns
     -------
@@ -282,7 +298,7 @@ def read_image(source: Path | bytes, *, name: str, max_pixels: int = DEFAULT_MAX
     Raises
     ------
     LimitError
-        The image has more than ``max_pixels`` pixels.
+        The image has more than ``max_pixels`` pixels or would decode to over ``max_bytes``.
     InputError
         The data is corrupt, truncated, or not a supported image.
     """
@@ -292,10 +308,12 @@ def read_image(source: Path | bytes, *, name: str, max_pixels: int = DEFAULT_MAX
         fmt, prefix = _sniff_image(handle, name)
         with _decoder_errors(name, max_pixels=max_pixels):
             if fmt == "tiff":
-                return _read_tiff(handle, name=name, max_pixels=max_pixels)
+                return _read_tiff(handle, name=name, max_pixels=max_pixels, max_bytes=max_bytes)
             with _pillow_open(handle, fmt) as opened:
+                # The size first: planning may look at the palette, which must not decode.
+                _check_pixels(*opened.size, max_pixels, name)
                 plan = _pillow_plan(opened, fmt, prefix, name)
-                _check_pixels(plan.header, max_pixels, name)
+                _check_decoded_bytes(plan.header, plan.header.dtype, max_bytes, name)
                 pixels = _decode_pillow(opened, plan, handle, name)
             return Image(pixels, fmt, plan.has_alpha)
 
@@ -360,18 +378,34 @@ def _reason(exc: BaseException) -> str:
         text = text[1:-1]
     if len(text) > 200:
         text = text[:197] + "..."
+    if isinstance(exc, LookupError) or len(text) < 4:
+        # "0" or "'StripOffsets'" from an index or tag lookup says nothing on its own.
+        detail = f" ({text})" if text else ""
+        return f"corrupt or truncated data: {type(exc).__name__}{detail}"
     return text or type(exc).__name__
 
 
-def _check_pixels(header: ImageHeader, max_pixels: int, name: str) -> None:
-    """Refuse an image over ``max_pixels`` pixels, or one with none."""
-    pixels = header.width * header.height
+def _check_pixels(width: int, height: int, max_pixels: int, name: str, what: str = "image") -> None:
+    """Refuse an image (or a TIFF tile) over ``max_pixels`` pixels, or one with none."""
+    pixels = width * height
     if pixels < 1:
-        raise InputError(f"{name}: image has no pixels ({header.width}x{header.height})")
+        raise InputError(f"{name}: {what} has no pixels ({width}x{height})")
     if pixels > max_pixels:
         raise LimitError(
-            f"{name}: image is {header.width}x{header.height} = {pixels:,} pixels, "
+            f"{name}: {what} is {width}x{height} = {pixels:,} pixels, "
             f"over the limit of {max_pixels:,} (--max-pixels)"
+        )
+
+
+def _check_decoded_bytes(header: ImageHeader, stored: str, max_bytes: int, name: str) -> None:
+    """Refuse an image whose decoded samples (stored or returned, the larger) exceed max_bytes."""
+    itemsize = max(np.dtype(stored).itemsize, np.dtype(header.dtype).itemsize)
+    nbytes = header.width * header.height * header.channels * itemsize
+    if nbytes > max_bytes:
+        raise LimitError(
+            f"{name}: image {header.width}x{header.height} with {header.channels} "
+            f"{stored} samples per pixel decodes to {nbytes:,} bytes, over --max-bytes "
+            f"{max_bytes:,}"
         )
 
 
@@ -436,7 +470,23 @@ def _exif_orientation(opened: PILImage.Image) -> int:
 
 
 def _gray_palette(opened: PILImage.Image) -> bool:
-    palette = opened.getpalette()
+    """Whether every palette entry is gray, from the palette the headers hold.
+
+    ``Image.getpalette()`` would decode the whole image first (a bomb, before its size is
+    checked); the header's palette is loaded into a 1x1 image instead, which converts any
+    raw palette layout (BGR, planar TIFF colormaps, ...) the way decoding would.
+    """
+    header_palette = opened.palette
+    if header_palette is None:
+        return False
+    probe = PILImage.new("P", (1, 1))
+    try:
+        probe.putpalette(
+            bytes(header_palette.palette), header_palette.rawmode or header_palette.mode
+        )
+    except (ValueError, TypeError):
+        return False
+    palette = probe.getpalette()
     if not palette:
         return False
     reds, greens, blues = palette[0::3], palette[1::3], palette[2::3]
@@ -683,11 +733,18 @@ def _tiff_dtype_mode(stored: str, channels: int, photometric: int, name: str) ->
     return dtype, base + {"uint8": "", "uint16": _SUFFIX_16, "float32": ";F"}[dtype]
 
 
-def _read_tiff(handle: IO[bytes], *, name: str, max_pixels: int) -> Image:
+def _read_tiff(handle: IO[bytes], *, name: str, max_pixels: int, max_bytes: int) -> Image:
     with tifffile.TiffFile(handle) as tif:
+        if not len(tif.pages):
+            raise InputError(f"{name}: cannot read image: the TIFF holds no readable page")
         page = tif.pages.first
         plan = _tiff_plan(page, name)
-        _check_pixels(plan.header, max_pixels, name)
+        _check_pixels(plan.header.width, plan.header.height, max_pixels, name)
+        if page.is_tiled:
+            # tifffile allocates whole tiles: a 16x16 image in one 65536x65536 tile is 4 GiB.
+            tile_pixels = int(page.tilelength) * max(int(page.tiledepth), 1)
+            _check_pixels(int(page.tilewidth), tile_pixels, max_pixels, name, "TIFF tile")
+        _check_decoded_bytes(plan.header, np.dtype(page.dtype).name, max_bytes, name)
         if not plan.use_pillow:
             pixels = _decode_tiff_page(page, plan, name)
             return Image(pixels, "tiff", plan.has_alpha)

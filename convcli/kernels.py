@@ -35,6 +35,7 @@ from typing import Any, BinaryIO, TypeGuard
 import numpy as np
 import numpy.typing as npt
 
+from convcli.arrays import HEADER_ERRORS
 from convcli.errors import ConvcliError, KernelError, LimitError
 
 FloatArray = npt.NDArray[np.float64]
@@ -54,6 +55,8 @@ MAX_JSON_DEPTH = 64
 MAX_INT_DIGITS = 400
 #: Largest size/length a preset accepts.
 MAX_PRESET_SIZE = 101
+#: Largest sharpening amount a preset accepts.
+MAX_PRESET_AMOUNT = 1e6
 
 _RANKS = "weights must be 2-D (kh,kw), 3-D (kh,kw,C) or 4-D (a filter bank)"
 _FLOAT_MAX = float(np.finfo(np.float64).max)
@@ -418,12 +421,13 @@ def _kernel_from_json(
             "", f"expected a JSON object or a nested list of weights, got {_describe(document)}"
         )
     if document.duplicates:
-        raise _Defect("", f'duplicate key "{document.duplicates[0]}"')
+        raise _Defect("", f"duplicate key {_describe(document.duplicates[0])}")
     for key in document:
         if key not in JSON_KEYS:
             close = difflib.get_close_matches(key, JSON_KEYS, n=1)
             hint = f'did you mean "{close[0]}"? ' if close else ""
-            raise _Defect("", f'unknown key "{key}" ({hint}expected one of {", ".join(JSON_KEYS)})')
+            expected = ", ".join(JSON_KEYS)
+            raise _Defect("", f"unknown key {_describe(key)} ({hint}expected one of {expected})")
     if "weights" not in document:
         raise _Defect("", 'missing the required key "weights"')
     weights = _parse_weights(document["weights"], max_weights)
@@ -579,13 +583,15 @@ def load_npy_kernel(
             _check_npy_header(name, shape, dtype, max_weights)
             handle.seek(0)
             array = np.lib.format.read_array(handle, allow_pickle=False)
-    except OSError as error:
-        raise KernelError(f"{name}: cannot read: {error.strerror or error}") from None
     except ConvcliError:
         raise
-    except ValueError as error:  # numpy's complaints about a corrupt header or short data
-        raise KernelError(f"{name}: not a valid .npy file ({error})") from None
-    weights = array.astype(np.float64)
+    except OSError as error:
+        raise KernelError(f"{name}: cannot read: {error.strerror or error}") from None
+    except HEADER_ERRORS as error:  # numpy's complaints about a corrupt header or short data
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise KernelError(f"{name}: not a valid .npy file ({reason})") from None
+    with np.errstate(invalid="ignore"):  # a signaling NaN warns when cast; refused below
+        weights = array.astype(np.float64)
     if not np.isfinite(weights).all():
         raise KernelError(f"{name}: weights contain NaN or infinity")
     return Kernel(weights=weights, layout=layout, name=Path(name).stem, source=name)
@@ -718,8 +724,11 @@ def _check_size(value: int, param: str = "size", *, odd: bool = True) -> int:
 
 
 def _check_amount(amount: float) -> float:
+    # Far past any visible effect already; larger amounts only push weights past float32.
     if amount < 0:
         raise KernelError(f"amount must be >= 0, got {amount:g}")
+    if amount > MAX_PRESET_AMOUNT:
+        raise KernelError(f"amount must be at most {MAX_PRESET_AMOUNT:g}, got {amount:g}")
     return amount
 
 

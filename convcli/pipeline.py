@@ -7,7 +7,9 @@ output bytes plus the rows of the report. Nothing here prints, parses flags or w
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -204,14 +206,17 @@ def read_source(
             )
         fmt = detected
         source = path
-    if fmt == "npy":
-        return Source(name, fmt, {"": arrays.read_npy(source, name=name, max_bytes=max_bytes)})
-    if fmt == "npz":
-        members = arrays.read_npz(source, name=name, max_bytes=max_bytes)
-        if not members:
-            raise InputError(f"{name}: the .npz holds no arrays")
-        return Source(name, fmt, members)
-    image = images.read_image(source, name=name, max_pixels=max_pixels)
+    try:
+        if fmt == "npy":
+            return Source(name, fmt, {"": arrays.read_npy(source, name=name, max_bytes=max_bytes)})
+        if fmt == "npz":
+            members = arrays.read_npz(source, name=name, max_bytes=max_bytes)
+            if not members:
+                raise InputError(f"{name}: the .npz holds no arrays")
+            return Source(name, fmt, members)
+        image = images.read_image(source, name=name, max_pixels=max_pixels, max_bytes=max_bytes)
+    except MemoryError as error:  # within the limits, but more than this machine has
+        raise LimitError(f"{name}: out of memory reading it (see --max-bytes)") from error
     return Source(name, image.format, {"": image.pixels}, image)
 
 
@@ -312,54 +317,92 @@ def process(
     results: dict[str, Array] = {}
     for member, array in source.arrays.items():
         label = f"{source.name}:{member}" if member else source.name
-        is_image = source.image is not None
-        has_alpha = bool(source.image is not None and source.image.has_alpha)
-        layout = "NHWC" if is_image else options.layout
-        if fmt in images.IMAGE_FORMATS:
-            if not is_image and array.ndim not in (2, 3):
-                raise ConvcliError(
-                    f"{label}: a {array.ndim}-D array cannot be written as one {fmt} image; "
-                    "write .npy"
-                )
-            if not is_image and layout == "NCHW" and array.ndim == 3:
-                raise ConvcliError(f"{label}: write NCHW arrays to .npy, not {fmt}")
-            channels = predicted_image_channels(array, has_alpha, operation, options.filter_alpha)
-            dtype = _image_dtype(array.dtype, options.out_dtype)
-            images.check_writable((1, 1, channels), dtype, fmt, name=label)
-        started = time.perf_counter()
-        alpha: Array | None = None
-        if is_image:
-            result, alpha = _filter_image(array, has_alpha, operation, options)
-        else:
-            result = operation.apply(array, layout=layout, max_bytes=options.max_bytes)
-        row = Row(
-            label,
-            array.shape,
-            result.shape,
-            str(array.dtype),
-            str(result.dtype),
-            operation.describe(),
-            0.0,
-        )
-        if fmt in images.IMAGE_FORMATS or options.out_dtype is not None:
-            dtype = (
-                _image_dtype(array.dtype, options.out_dtype)
-                if fmt in images.IMAGE_FORMATS
-                else str(options.out_dtype)
-            )
-            result, row.clipped = images.to_image_dtype(
-                result, dtype=dtype, range_mode=options.range_mode
-            )
-        if alpha is not None:
-            result = images.merge_alpha(result, alpha)
-        if fmt in images.IMAGE_FORMATS and result.ndim == 3 and result.shape[2] == 1:
-            result = result[:, :, 0]
-        row.shape_out = result.shape
-        row.dtype_out = str(result.dtype)
-        row.seconds = time.perf_counter() - started
+        with _naming_errors(label, source.name, operation):
+            result, row = _process_array(array, label, source, operation, options)
         results[member] = result
         rows.append(row)
     return encode(results, fmt, options, name=source.name), rows
+
+
+@contextlib.contextmanager
+def _naming_errors(label: str, name: str, operation: Operation) -> Iterator[None]:
+    """Make every error of one array's processing name the file (and member) it concerns.
+
+    The engine's own errors name arguments and shapes but not files. Anything else the
+    computation raises on a hostile input (numpy refusing an absurd dimension, running out
+    of memory) becomes a ConvcliError too, so that one bad item of a batch costs only itself.
+    """
+    try:
+        yield
+    except ConvcliError as error:
+        if str(error).startswith(name):
+            raise
+        try:
+            renamed = type(error)(f"{label}: {error}")
+        except TypeError:  # a subclass with another signature
+            renamed = ConvcliError(f"{label}: {error}")
+        raise renamed from error
+    except MemoryError as error:
+        raise LimitError(f"{label}: out of memory computing {operation.describe()}") from error
+    except (ValueError, ArithmeticError) as error:  # numpy's, e.g. LinAlgError, huge shapes
+        reason = str(error).strip() or type(error).__name__
+        raise ConvcliError(f"{label}: cannot compute {operation.describe()}: {reason}") from error
+
+
+def _process_array(
+    array: Array,
+    label: str,
+    source: Source,
+    operation: Operation,
+    options: OutputOptions,
+) -> tuple[Array, Row]:
+    """Filter one array of ``source``: the result (in the output's dtype) and its report row."""
+    fmt = options.format
+    is_image = source.image is not None
+    has_alpha = bool(source.image is not None and source.image.has_alpha)
+    layout = "NHWC" if is_image else options.layout
+    if fmt in images.IMAGE_FORMATS:
+        if not is_image and array.ndim not in (2, 3):
+            raise ConvcliError(
+                f"{label}: a {array.ndim}-D array cannot be written as one {fmt} image; write .npy"
+            )
+        if not is_image and layout == "NCHW" and array.ndim == 3:
+            raise ConvcliError(f"{label}: write NCHW arrays to .npy, not {fmt}")
+        channels = predicted_image_channels(array, has_alpha, operation, options.filter_alpha)
+        dtype = _image_dtype(array.dtype, options.out_dtype)
+        images.check_writable((1, 1, channels), dtype, fmt, name=label)
+    started = time.perf_counter()
+    alpha: Array | None = None
+    if is_image:
+        result, alpha = _filter_image(array, has_alpha, operation, options)
+    else:
+        result = operation.apply(array, layout=layout, max_bytes=options.max_bytes)
+    row = Row(
+        label,
+        array.shape,
+        result.shape,
+        str(array.dtype),
+        str(result.dtype),
+        operation.describe(),
+        0.0,
+    )
+    if fmt in images.IMAGE_FORMATS or options.out_dtype is not None:
+        dtype = (
+            _image_dtype(array.dtype, options.out_dtype)
+            if fmt in images.IMAGE_FORMATS
+            else str(options.out_dtype)
+        )
+        result, row.clipped = images.to_image_dtype(
+            result, dtype=dtype, range_mode=options.range_mode
+        )
+    if alpha is not None:
+        result = images.merge_alpha(result, alpha)
+    if fmt in images.IMAGE_FORMATS and result.ndim == 3 and result.shape[2] == 1:
+        result = result[:, :, 0]
+    row.shape_out = result.shape
+    row.dtype_out = str(result.dtype)
+    row.seconds = time.perf_counter() - started
+    return result, row
 
 
 def encode(results: dict[str, Array], fmt: str, options: OutputOptions, *, name: str) -> bytes:

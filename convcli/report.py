@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 from convcli.pipeline import Row
+
+#: Jobs of a batch whose rows are shown (the first ones); the summary counts the rest.
+TABLE_ROWS = 20
+#: Failures listed on stderr; --json lists them all.
+FAILURES_SHOWN = 50
 
 
 def stderr_console() -> Console:
@@ -31,13 +48,37 @@ def presets_table(rows: Sequence[tuple[str, str, str, str]]) -> Table:
     return table
 
 
+def inert(text: str) -> Text:
+    """``text`` as plain text: file names may hold ``[markup]``, ANSI escapes or newlines.
+
+    Unprintable characters are shown escaped (``\\n``, ``\\x1b``), so a name cannot forge
+    table lines or restyle the terminal.
+    """
+    return Text(
+        "".join(
+            char if char.isprintable() else char.encode("unicode_escape").decode() for char in text
+        )
+    )
+
+
 def shape_text(shape: Sequence[int]) -> str:
     return "x".join(str(n) for n in shape) if shape else "scalar"
 
 
-def rows_table(rows: Sequence[Row], title: str | None = None) -> Table:
-    """One line per array or image processed: input, shapes, dtypes, operation, time."""
-    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+def rows_table(rows: Sequence[Row], title: str | None = None, *, more: int = 0) -> Table:
+    """One line per array or image processed: input, shapes, dtypes, operation, time.
+
+    ``more`` counts rows of the same run not given (a batch keeps only its first ones).
+    """
+    caption = f"... and {more:,} more (--json lists every item)" if more else None
+    table = Table(
+        title=title,
+        title_justify="left",
+        caption=caption,
+        caption_justify="left",
+        show_edge=False,
+        pad_edge=False,
+    )
     table.add_column("input", overflow="fold", min_width=12)
     table.add_column("shape in -> out", no_wrap=True)
     table.add_column("dtype", no_wrap=True)
@@ -50,8 +91,8 @@ def rows_table(rows: Sequence[Row], title: str | None = None) -> Table:
         dtype = (
             row.dtype_in if row.dtype_in == row.dtype_out else f"{row.dtype_in} -> {row.dtype_out}"
         )
-        cells = [
-            row.name,
+        cells: list[str | Text] = [
+            inert(row.name),
             f"{shape_text(row.shape_in)} -> {shape_text(row.shape_out)}",
             dtype,
             row.operation,
@@ -104,10 +145,52 @@ def summary_table(summary: Summary) -> Table:
     return table
 
 
-def failures_table(failures: Sequence[tuple[str, str]]) -> Table:
-    table = Table(title="failed", title_justify="left", show_edge=False, pad_edge=False)
+def failures_table(failures: Sequence[tuple[str, str]], limit: int = FAILURES_SHOWN) -> Table:
+    """The failed items (input, reason), the first ``limit`` of them."""
+    more = len(failures) - limit
+    table = Table(
+        title="failed",
+        title_justify="left",
+        caption=f"... and {more:,} more (--json lists every failure)" if more > 0 else None,
+        caption_justify="left",
+        show_edge=False,
+        pad_edge=False,
+    )
     table.add_column("input", overflow="fold")
     table.add_column("reason", overflow="fold")
-    for name, reason in failures:
-        table.add_row(name, reason)
+    for name, reason in failures[:limit]:
+        table.add_row(inert(name), inert(reason))
     return table
+
+
+class _RateColumn(ProgressColumn):
+    """Items per second, once rich has seen enough to estimate it."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:,.1f} items/s", style="progress.data.speed")
+
+
+@contextmanager
+def progress(total: int, *, console: Console, enabled: bool) -> Iterator[Callable[[], None]]:
+    """A progress bar for ``total`` items (done/total, rate, elapsed, ETA) while the block runs.
+
+    Yields the function to call once per finished item. Nothing is drawn unless ``enabled``
+    (callers enable it for a terminal, not for -q or --json); the bar is removed at the end,
+    leaving the summary table to tell the outcome.
+    """
+    if not enabled:
+        yield lambda: None
+        return
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("processing", total=total)
+        yield lambda: bar.advance(task)

@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from convcli import engine
-from convcli.arrays import encode_npz, read_npy, read_npz
+from convcli.arrays import ZIP_ERRORS, encode_npz, read_npy, read_npz
 from convcli.engine import DEFAULT_MAX_BYTES
 from convcli.errors import ConvcliError, InputError, LimitError
 from convcli.fileio import atomic_write
@@ -499,7 +499,7 @@ def _read_array(path: Path, kind: str, *, max_bytes: int, max_pixels: int) -> Ar
     if kind == "npy":
         return read_npy(path, name=str(path), max_bytes=max_bytes)
     if kind == "image":
-        return read_image(path, name=str(path), max_pixels=max_pixels).pixels
+        return read_image(path, name=str(path), max_pixels=max_pixels, max_bytes=max_bytes).pixels
     raise InputError(f"{path}: unsupported file type (expected .npy, .npz or an image)")
 
 
@@ -894,7 +894,7 @@ def is_reference_dump(path: Path) -> bool:
     try:
         with zipfile.ZipFile(path) as archive:
             return "params.npy" in archive.namelist()
-    except (OSError, zipfile.BadZipFile, zipfile.LargeZipFile):
+    except ZIP_ERRORS:
         return False
 
 
