@@ -8,7 +8,6 @@ the traceback instead.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import textwrap
@@ -21,10 +20,11 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from convcli import batch, engine, images, kernels, pipeline, report, workers
+from convcli import batch, engine, images, kernels, pipeline, report, threads, workers
 from convcli.cli_verify import verify
 from convcli.errors import ConvcliError, ExitCode
 from convcli.fileio import BrokenPipe, atomic_write, check_output_path, write_stdout
+from convcli.params import BYTES, PADDING, PAIR
 from convcli.quiet import library_noise_silenced
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -99,76 +99,6 @@ class ConvcliGroup(click.Group):
                 f"internal error: {type(error).__name__}: {error} "
                 "(rerun with --debug for the traceback, and please report it)"
             ) from error
-
-
-# --------------------------------------------------------------------------- parameter types
-
-
-class PairType(click.ParamType[Any, Any]):
-    """``N`` or ``H,W``, each a positive int."""
-
-    name = "N|H,W"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, int | tuple):
-            return value
-        parts = str(value).split(",")
-        try:
-            numbers = [int(part) for part in parts]
-        except ValueError:
-            self.fail(f"{value!r} is not N or H,W (positive integers)", param, ctx)
-        if len(numbers) not in (1, 2) or min(numbers) < 1:
-            self.fail(f"{value!r} is not N or H,W (positive integers)", param, ctx)
-        return numbers[0] if len(numbers) == 1 else (numbers[0], numbers[1])
-
-
-class PaddingType(click.ParamType[Any, Any]):
-    """``same``, ``valid``, ``N``, ``PH,PW`` or ``T,B,L,R`` (non-negative ints)."""
-
-    name = "same|valid|N|PH,PW|T,B,L,R"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if not isinstance(value, str):
-            return value
-        text = value.strip().lower()
-        if text in ("same", "valid"):
-            return text
-        try:
-            numbers = [int(part) for part in text.split(",")]
-        except ValueError:
-            self.fail(f"{value!r} is not same, valid, N, PH,PW or T,B,L,R", param, ctx)
-        if len(numbers) not in (1, 2, 4):
-            self.fail(f"{value!r} needs 1, 2 or 4 numbers", param, ctx)
-        if min(numbers) < 0:
-            self.fail(f"{value!r} has a negative padding", param, ctx)
-        return numbers[0] if len(numbers) == 1 else tuple(numbers)
-
-
-class ByteSize(click.ParamType[Any, Any]):
-    """A byte count, optionally with a K, M, G or T suffix (powers of 1024)."""
-
-    name = "BYTES"
-    units = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, int):
-            return value
-        text = str(value).strip().upper().removesuffix("IB").removesuffix("B")
-        unit = text[-1:] if text[-1:] in "KMGT" else ""
-        try:
-            number = float(text[: len(text) - len(unit)]) * self.units[unit]
-        except ValueError:
-            self.fail(f"{value!r} is not a size such as 4G, 512M or 1000000", param, ctx)
-        if not math.isfinite(number):
-            self.fail(f"{value!r} is not a finite size", param, ctx)
-        if number < 1:
-            self.fail(f"{value!r} must be at least 1 byte", param, ctx)
-        return int(number)
-
-
-PAIR = PairType()
-PADDING = PaddingType()
-BYTES = ByteSize()
 
 
 # --------------------------------------------------------------------------- shared options
@@ -252,7 +182,13 @@ def output_options(command: F) -> F:
             show_default=True,
             help="Refuse images with more pixels (read from the header).",
         ),
-        click.option("-q", "--quiet", is_flag=True, help="Print no tables."),
+        click.option(
+            "--threads",
+            type=click.IntRange(min=1),
+            help=f"Threads for one computation (default: ${threads.THREADS_ENV}, else the "
+            "number of cores).",
+        ),
+        click.option("-q", "--quiet", is_flag=True, help="Print no tables; errors only."),
         click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout."),
     ]
     for decorator in reversed(decorators):
@@ -276,6 +212,7 @@ class RunOptions:
     skip_existing: bool
     pattern: str | None
     jobs: int | None
+    threads: int | None
     max_bytes: int
     max_pixels: int
     quiet: bool
@@ -481,6 +418,9 @@ def _echo(text: str) -> None:
 
 def _run(options: RunOptions, operation: pipeline.Operation) -> None:
     started = time.perf_counter()
+    if options.threads is not None:
+        # The engine and the worker processes both read it; the flag wins over the variable.
+        os.environ[threads.THREADS_ENV] = str(options.threads)
     summary = report.Summary()
     single = len(options.inputs) == 1 and (
         options.inputs[0] == "-" or not Path(options.inputs[0]).is_dir()
@@ -489,8 +429,10 @@ def _run(options: RunOptions, operation: pipeline.Operation) -> None:
     not_kept = 0
     if single:
         rows = _run_single(options, operation)
-        summary.processed = len(rows) and 1
-        summary.skipped = 0 if rows else 1
+        if rows:
+            summary.processed = 1
+        else:
+            summary.skipped = 1  # --skip-existing found the output
         if json_items is not None:
             json_items.add(rows)
     else:
@@ -506,8 +448,14 @@ def _run(options: RunOptions, operation: pipeline.Operation) -> None:
             console.print(report.summary_table(summary))
         if summary.failed:
             console.print(report.failures_table(summary.failed))
+    else:
+        for source, reason in summary.failed:
+            # -q drops the tables, not the errors: one line per failed item.
+            named = reason if reason.startswith(source) else f"{source}: {reason}"
+            click.echo(f"Error: {one_line(named)}", err=True)
     if summary.failed:
-        raise SystemExit(ExitCode.DIFFERENCES)
+        # Some items written: "some items failed" (1); none at all: nothing could be done (2).
+        raise SystemExit(ExitCode.DIFFERENCES if summary.processed else ExitCode.TROUBLE)
 
 
 # --------------------------------------------------------------------------- commands

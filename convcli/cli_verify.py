@@ -24,6 +24,7 @@ from convcli.engine import DEFAULT_MAX_BYTES
 from convcli.errors import ConvcliError, ExitCode
 from convcli.fileio import atomic_write, check_output_path
 from convcli.images import DEFAULT_MAX_PIXELS, encode_image
+from convcli.params import BYTES
 from convcli.report_verify import heatmap_note, render_comparisons
 from convcli.verify import EXPECTED_LAYOUTS, HeatMap, comparisons_to_json
 from convcli.verify import verify as run_verify
@@ -131,10 +132,10 @@ Examples:
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing; the exit status tells.")
 @click.option(
     "--max-bytes",
-    type=click.IntRange(min=1),
+    type=BYTES,
     default=DEFAULT_MAX_BYTES,
-    show_default=True,
-    help="Refuse arrays larger than this many bytes.",
+    show_default="4G",
+    help="Refuse arrays larger than this (4G, 512M, 1000000).",
 )
 @click.option(
     "--max-pixels",

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from convcli.batch import ItemResult, Job, Settings, remove_temporary_files, run_item
 from convcli.errors import ConvcliError
+from convcli.quiet import library_noise_silenced
 
 #: Tasks handed to a worker at once: the one it runs and the next, so it never waits for us.
 QUEUE_DEPTH = 2
@@ -139,9 +140,11 @@ def _worker_main(conn: Connection, settings: Settings, threads: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.environ.setdefault(ENGINE_THREADS_ENV, str(threads))  # unless the user chose
     try:
-        while (task := conn.recv()) is not None:
-            index, job = task
-            conn.send(run_item(index, job, settings))
+        # Problems are reported as item failures; decoder warnings and logs stay off stderr.
+        with library_noise_silenced():
+            while (task := conn.recv()) is not None:
+                index, job = task
+                conn.send(run_item(index, job, settings))
     except (EOFError, OSError):
         pass  # the main process went away
 

@@ -349,3 +349,37 @@ def test_version_and_help_with_examples() -> None:
         result = run(command, "--help")
         assert result.exit_code == 0
         assert "Examples:" in result.stdout
+
+
+def test_threads_flag_caps_the_engine_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--threads sets $CONVCLI_THREADS for the engine (and workers); results do not change."""
+    from convcli import threads
+
+    monkeypatch.delenv(threads.THREADS_ENV, raising=False)  # restored after the test
+    x = np.random.default_rng(9).standard_normal((2, 64, 64, 3)).astype(np.float32)
+    image = save(tmp_path / "x.npy", x)
+    assert run("conv", image, "-k", "gaussian:size=9", "-o", tmp_path / "a.npy").exit_code == 0
+    result = run("conv", image, "-k", "gaussian:size=9", "--threads", "1", "-o", tmp_path / "b.npy")
+    assert result.exit_code == 0, result.stderr
+    assert threads.resolve_threads(None) == 1
+    np.testing.assert_allclose(
+        np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"), rtol=1e-6, atol=1e-6
+    )
+
+
+def test_quiet_batch_still_names_each_failure_and_all_failed_is_exit_2(tmp_path: Path) -> None:
+    source = tmp_path / "in"
+    source.mkdir()
+    (source / "a.png").write_bytes(b"\x89PNG broken")
+    (source / "b.npy").write_bytes(b"not numpy")
+    result = run("pool", source, "--size", "2", "-o", tmp_path / "out", "-q", "--jobs", "1")
+    assert result.exit_code == 2  # nothing could be done
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("Error: ") for line in lines)
+    assert "a.png" in lines[0] and "b.npy" in lines[1]
+    save(source / "c.npy", np.ones((4, 4)))
+    result = run("pool", source, "--size", "2", "-o", tmp_path / "out", "-q", "--jobs", "1")
+    assert result.exit_code == 1  # some items written, some failed
+    assert (tmp_path / "out" / "c.npy").exists()

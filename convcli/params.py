@@ -1,0 +1,75 @@
+"""click parameter types for convcli's flags: pairs, paddings and byte sizes."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import click
+
+
+class PairType(click.ParamType[Any, Any]):
+    """``N`` or ``H,W``, each a positive int."""
+
+    name = "N|H,W"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, int | tuple):
+            return value
+        parts = str(value).split(",")
+        try:
+            numbers = [int(part) for part in parts]
+        except ValueError:
+            self.fail(f"{value!r} is not N or H,W (positive integers)", param, ctx)
+        if len(numbers) not in (1, 2) or min(numbers) < 1:
+            self.fail(f"{value!r} is not N or H,W (positive integers)", param, ctx)
+        return numbers[0] if len(numbers) == 1 else (numbers[0], numbers[1])
+
+
+class PaddingType(click.ParamType[Any, Any]):
+    """``same``, ``valid``, ``N``, ``PH,PW`` or ``T,B,L,R`` (non-negative ints)."""
+
+    name = "same|valid|N|PH,PW|T,B,L,R"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
+            return value
+        text = value.strip().lower()
+        if text in ("same", "valid"):
+            return text
+        try:
+            numbers = [int(part) for part in text.split(",")]
+        except ValueError:
+            self.fail(f"{value!r} is not same, valid, N, PH,PW or T,B,L,R", param, ctx)
+        if len(numbers) not in (1, 2, 4):
+            self.fail(f"{value!r} needs 1, 2 or 4 numbers", param, ctx)
+        if min(numbers) < 0:
+            self.fail(f"{value!r} has a negative padding", param, ctx)
+        return numbers[0] if len(numbers) == 1 else tuple(numbers)
+
+
+class ByteSize(click.ParamType[Any, Any]):
+    """A byte count, optionally with a K, M, G or T suffix (powers of 1024)."""
+
+    name = "BYTES"
+    units = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().upper().removesuffix("IB").removesuffix("B")
+        unit = text[-1:] if text[-1:] in "KMGT" else ""
+        try:
+            number = float(text[: len(text) - len(unit)]) * self.units[unit]
+        except ValueError:
+            self.fail(f"{value!r} is not a size such as 4G, 512M or 1000000", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite size", param, ctx)
+        if number < 1:
+            self.fail(f"{value!r} must be at least 1 byte", param, ctx)
+        return int(number)
+
+
+PAIR = PairType()
+PADDING = PaddingType()
+BYTES = ByteSize()
