@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from convcli.compare import Comparison, compare_arrays
+from convcli.dumps import verify_dump, write_reference
 from convcli.engine import avg_pool2d, conv2d, max_pool2d
 from convcli.errors import ConvcliError, InputError, KernelError, LimitError
-from convcli.kernels import Kernel, load_kernel
-from convcli.verify import Comparison, compare_arrays, compare_paths, verify_dump, write_reference
+from convcli.kernel import Kernel
+from convcli.kernels import load_kernel
+from convcli.pairs import compare_paths
 
 try:
     __version__ = version("convcli")

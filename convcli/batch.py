@@ -12,19 +12,18 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from convcli import arrays, images, pipeline
 from convcli.errors import ConvcliError, LimitError
-from convcli.fileio import TEMP_PREFIX, OutputExistsError
+from convcli.fileio import TEMP_PREFIX, OutputExistsError, replacing
 
 #: .npy batches larger than this are processed this many input bytes at a time along N.
 CHUNK_BYTES = 64 * 1024**2
@@ -199,27 +198,11 @@ def _temp_prefix(pid: int) -> str:
 
 
 @contextmanager
-def _replacing(target: Path) -> Iterator[Path]:
-    """A temporary file beside ``target``, renamed onto it when the block succeeds.
-
-    On any failure, KeyboardInterrupt included, the temporary file is removed, so either the
-    complete new file exists or nothing does.
-    """
-    folder = target.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=_temp_prefix(os.getpid()), suffix=target.suffix, dir=folder)
-    temp = Path(name)
-    try:
-        os.close(fd)
-        yield temp
-        with open(temp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.chmod(temp, 0o644)
-        os.replace(temp, target)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            temp.unlink()
-        raise
+def _replacing(target: Path) -> Iterator[BinaryIO]:
+    """A temporary file beside ``target`` (its folder made), renamed onto it on success."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with replacing(target, prefix=_temp_prefix(os.getpid())) as handle:
+        yield handle
 
 
 def remove_temporary_files(folder: Path, pid: int) -> None:
@@ -262,7 +245,7 @@ def _process_npy_chunks(
     clipped = 0
     shape_out: tuple[int, ...] = ()
     dtype_out = ""
-    with _replacing(Path(job.target)) as temp, open(temp, "wb") as handle:
+    with _replacing(Path(job.target)) as handle:
         for start in range(0, count, per_chunk):
             chunk = np.ascontiguousarray(array[start : start + per_chunk])
             result = operation.apply(chunk, layout=output.layout, max_bytes=output.max_bytes)
@@ -333,8 +316,8 @@ def process_job(job: Job, settings: Settings) -> list[pipeline.Row]:
     del source
 
     def write() -> list[pipeline.Row]:
-        with _replacing(Path(job.target)) as temp:
-            temp.write_bytes(payload)
+        with _replacing(Path(job.target)) as handle:
+            handle.write(payload)
         return rows
 
     return _write_errors(job, write)

@@ -20,9 +20,9 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from convcli import batch, engine, images, kernels, pipeline, report, threads, workers
+from convcli import batch, engine, images, kernels, pipeline, presets, report, threads, workers
 from convcli.cli_verify import verify
-from convcli.errors import ConvcliError, ExitCode
+from convcli.errors import ConvcliError, ExitCode, one_line
 from convcli.fileio import BrokenPipe, atomic_write, check_output_path, write_stdout
 from convcli.params import BYTES, PADDING, PAIR
 from convcli.quiet import library_noise_silenced
@@ -41,14 +41,6 @@ class CommandError(click.ClickException):
 
     def __init__(self, message: str) -> None:
         super().__init__(one_line(message))
-
-
-def one_line(message: str) -> str:
-    """``message`` with control and other unprintable characters shown as escapes (``\\n``)."""
-    return "".join(
-        char if char.isprintable() else char.encode("unicode_escape", "backslashreplace").decode()
-        for char in message
-    )
 
 
 def _quiet_exit(code: int) -> NoReturn:
@@ -614,9 +606,9 @@ def kernels_command(preset: str | None) -> None:
       convcli conv photo.png -k blur.json -o blurred.png
     """
     if preset is not None:
-        click.echo(kernels.preset_kernel(preset).to_json())
+        click.echo(presets.preset_kernel(preset).to_json())
         return
-    report.stdout_console().print(report.presets_table(kernels.preset_table()))
+    report.stdout_console().print(report.presets_table(presets.preset_table()))
 
 
 main.add_command(verify)

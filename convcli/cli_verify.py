@@ -20,13 +20,14 @@ from typing import Any
 import click
 from rich.console import Console
 
+from convcli.compare import EXPECTED_LAYOUTS
 from convcli.engine import DEFAULT_MAX_BYTES
 from convcli.errors import ConvcliError, ExitCode
 from convcli.fileio import atomic_write, check_output_path
 from convcli.images import DEFAULT_MAX_PIXELS, encode_image
 from convcli.params import BYTES
 from convcli.report_verify import heatmap_note, render_comparisons
-from convcli.verify import EXPECTED_LAYOUTS, HeatMap, comparisons_to_json
+from convcli.verify import HeatMap, comparisons_to_json
 from convcli.verify import verify as run_verify
 
 __all__ = ["Tolerance", "verify"]

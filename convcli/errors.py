@@ -1,4 +1,4 @@
-"""Exceptions and exit codes shared by the library and the command line."""
+"""Exceptions, exit codes and message helpers shared by the library and the command line."""
 
 from __future__ import annotations
 
@@ -32,3 +32,19 @@ class InputError(ConvcliError):
 
 class LimitError(ConvcliError):
     """Work was refused because it would exceed a size limit (checked before allocating)."""
+
+
+def one_line(message: str) -> str:
+    """``message`` with control and other unprintable characters shown as escapes (``\\n``).
+
+    File names, JSON keys and member names come from the input: a newline or an ANSI escape
+    in them must not forge output lines or restyle the terminal.
+    """
+    return "".join(
+        char if char.isprintable() else char.encode("unicode_escape").decode() for char in message
+    )
+
+
+def join_or(choices: tuple[str, ...]) -> str:
+    """``("a", "b", "c")`` -> ``"a, b or c"``, for messages that list the allowed values."""
+    return ", ".join(choices[:-1]) + " or " + choices[-1]

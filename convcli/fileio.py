@@ -9,7 +9,10 @@ from __future__ import annotations
 import errno
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import BinaryIO
 
 from convcli.errors import ConvcliError
 
@@ -44,17 +47,41 @@ def check_output_path(
         raise ConvcliError(f"{path}: output is a folder, expected a file name")
 
 
+@contextmanager
+def replacing(path: Path, *, prefix: str = TEMP_PREFIX) -> Iterator[BinaryIO]:
+    """An open temporary file beside ``path``, renamed onto it when the block succeeds.
+
+    The data is flushed to disk (fsync) and the file made readable (0o644) before the rename.
+    On any failure, KeyboardInterrupt included, the temporary file is removed, so either the
+    complete new file exists or the old state is untouched. The temporary name starts with
+    ``prefix`` (batch workers add their pid, so a dead worker's leftovers can be found). The
+    folder must exist; OSErrors are raised as they are.
+    """
+    fd, temp_name = tempfile.mkstemp(prefix=prefix, suffix=path.suffix, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp_name, 0o644)
+        os.replace(temp_name, path)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(temp_name)
+        raise
+
+
 def atomic_write(path: Path, data: bytes | bytearray | memoryview) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder, then rename.
 
-    The temporary file is removed on any failure (including KeyboardInterrupt), so either the
-    complete new file exists or the old state is untouched.
+    The folder is created if needed. Either the complete new file exists or the old state is
+    untouched (see :func:`replacing`).
 
     Raises:
         OutputError: the folder cannot be created or written, the disk is full, ... (the
             message names ``path`` and the reason).
     """
-    folder = path.parent if str(path.parent) else Path(".")
+    folder = path.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError) as exc:
@@ -66,24 +93,10 @@ def atomic_write(path: Path, data: bytes | bytearray | memoryview) -> None:
     except OSError as exc:
         raise OutputError(f"{path}: cannot write: {_reason(exc)}") from exc
     try:
-        fd, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=path.suffix, dir=folder)
+        with replacing(path) as handle:
+            handle.write(data)
     except OSError as exc:
         raise OutputError(f"{path}: cannot write: {_reason(exc)}") from exc
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp_name, 0o644)
-        os.replace(temp_name, path)
-    except BaseException as exc:
-        try:
-            os.unlink(temp_name)
-        except FileNotFoundError:
-            pass
-        if isinstance(exc, OSError):
-            raise OutputError(f"{path}: cannot write: {_reason(exc)}") from exc
-        raise
 
 
 def _reason(exc: OSError) -> str:

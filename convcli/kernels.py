@@ -1,51 +1,40 @@
-"""Kernel files (JSON / .npy) and named presets -> a validated :class:`Kernel`.
+"""Kernel files (JSON / .npy) and preset specs -> a validated :class:`~convcli.kernel.Kernel`.
 
 :func:`load_kernel` resolves a kernel spec in this order:
 
 1. an existing file ending ``.npy`` (4-D weights in ``kernel_layout``, default OHWI);
 2. any other existing file, parsed as a JSON kernel file (a nested list, or an object);
-3. a preset, ``NAME`` or ``NAME:key=value,...`` such as ``gaussian:size=7,sigma=1.5``.
+3. a preset (:mod:`convcli.presets`), ``NAME`` or ``NAME:key=value,...`` such as
+   ``gaussian:size=7,sigma=1.5``.
 
 An existing file wins over a preset of the same name. Parsing is strict: each defect raises
 :class:`~convcli.errors.KernelError` naming the file and the JSON path of the defect
 (``kernel.json: weights[1]: row has 2 numbers, expected 3``); size limits raise
 :class:`~convcli.errors.LimitError` before the file is read or the array allocated. Nothing is
 ever unpickled or evaluated.
-
-convcli computes cross-correlation, like PyTorch, TensorFlow and OpenCV, so the derivative
-presets are printed the way OpenCV documents them: ``sobel-x`` is positive where intensity
-increases to the right, ``sobel-y`` where it increases downwards.
 """
 
 from __future__ import annotations
 
 import codecs
 import difflib
-import inspect
 import json
 import math
 import os
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, BinaryIO, TypeGuard
 
 import numpy as np
-import numpy.typing as npt
 
 from convcli.arrays import HEADER_ERRORS
+from convcli.engine import KERNEL_LAYOUTS, PAD_MODES
 from convcli.errors import ConvcliError, KernelError, LimitError
+from convcli.kernel import OPTION_KEYS, RANKS, FloatArray, Kernel
+from convcli.presets import PRESETS, preset_kernel
 
-FloatArray = npt.NDArray[np.float64]
-
-KERNEL_LAYOUTS = ("OHWI", "OIHW", "HWIO")
-PAD_MODES = ("zeros", "reflect", "replicate", "circular")
 MAX_KERNEL_FILE_BYTES = 16 * 1024 * 1024
 MAX_KERNEL_WEIGHTS = 1_000_000
-#: Operation keys a kernel may set as defaults; command-line flags override them.
-OPTION_KEYS = ("stride", "padding", "dilation", "groups", "pad_mode", "flip")
 #: Every key a JSON kernel object may have.
 JSON_KEYS = ("weights", "layout", "bias", "scale", "normalize", *OPTION_KEYS, "name", "description")
 #: Deeper JSON is refused before parsing (json.loads would hit the recursion limit); a 4-D
@@ -53,104 +42,8 @@ JSON_KEYS = ("weights", "layout", "bias", "scale", "normalize", *OPTION_KEYS, "n
 MAX_JSON_DEPTH = 64
 #: Longer JSON integers are refused before int() (Python refuses over 4300 digits anyway).
 MAX_INT_DIGITS = 400
-#: Largest size/length a preset accepts.
-MAX_PRESET_SIZE = 101
-#: Largest sharpening amount a preset accepts.
-MAX_PRESET_AMOUNT = 1e6
 
-_RANKS = "weights must be 2-D (kh,kw), 3-D (kh,kw,C) or 4-D (a filter bank)"
 _FLOAT_MAX = float(np.finfo(np.float64).max)
-
-
-@dataclass(frozen=True, eq=False)  # eq=False: arrays have no truth value, so compare by identity
-class Kernel:
-    """A validated kernel: float64 weights with scale/normalize applied, plus defaults.
-
-    Attributes
-    ----------
-    weights : ndarray of float64, read-only
-        (kh, kw) one filter per channel, (kh, kw, C) one filter over all channels, or a 4-D
-        filter bank in ``layout``.
-    layout : str
-        Layout of 4-D weights, one of :data:`KERNEL_LAYOUTS`.
-    bias : ndarray of float64 or None
-        0-d (the same for every output channel) or 1-D (one per output channel).
-    name, description, source : str
-        Preset name or file stem; free text; the file path or preset spec it came from.
-    options : Mapping
-        Only the operation keys the file or preset set (:data:`OPTION_KEYS`): stride and
-        dilation as int or (h, w); padding "same", "valid", int, or a tuple of 2 or 4 ints;
-        groups int; pad_mode one of :data:`PAD_MODES`; flip bool.
-    """
-
-    weights: FloatArray
-    layout: str = "OHWI"
-    bias: FloatArray | None = None
-    name: str = ""
-    description: str = ""
-    source: str = ""
-    options: Mapping[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        weights = _read_only(np.array(self.weights, dtype=np.float64))
-        if not 2 <= weights.ndim <= 4:
-            raise KernelError(f"{_RANKS}, got shape {weights.shape}")
-        if self.layout not in KERNEL_LAYOUTS:
-            raise KernelError(f"layout must be one of {', '.join(KERNEL_LAYOUTS)}: {self.layout!r}")
-        unknown = sorted(set(self.options) - set(OPTION_KEYS))
-        if unknown:
-            raise KernelError(f"unknown kernel options {unknown} (expected {OPTION_KEYS})")
-        object.__setattr__(self, "weights", weights)
-        object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
-        if self.bias is not None:
-            bias = _read_only(np.array(self.bias, dtype=np.float64))
-            if bias.ndim > 1:
-                raise KernelError(f"bias must be a number or 1-D, got shape {bias.shape}")
-            object.__setattr__(self, "bias", bias)
-
-    def to_json(self) -> str:
-        """Return this kernel as a JSON kernel file (object form, no trailing newline).
-
-        The weights are written final (scale and normalize already applied) and exactly:
-        :func:`parse_kernel_json` reads back the same weights, bias and options.
-        """
-        fields: list[tuple[str, str]] = []
-        if self.name:
-            fields.append(("name", json.dumps(self.name)))
-        if self.description:
-            fields.append(("description", json.dumps(self.description)))
-        fields.append(("weights", _format_nested(self.weights, level=1)))
-        if self.weights.ndim == 4:
-            fields.append(("layout", json.dumps(self.layout)))
-        if self.bias is not None:
-            fields.append(("bias", _format_nested(self.bias, level=1)))
-        for key in OPTION_KEYS:
-            if key in self.options:
-                value = self.options[key]
-                fields.append((key, json.dumps(list(value) if isinstance(value, tuple) else value)))
-        return "{\n" + ",\n".join(f'  "{key}": {text}' for key, text in fields) + "\n}"
-
-
-def _read_only(array: FloatArray) -> FloatArray:
-    array.flags.writeable = False
-    return array
-
-
-def _format_number(value: float) -> str:
-    # Integral weights print as integers for readability; repr() is the shortest exact form.
-    if value.is_integer() and abs(value) < 2**53:
-        return str(int(value))
-    return repr(value)
-
-
-def _format_nested(array: FloatArray, level: int) -> str:
-    if array.ndim == 0:
-        return _format_number(float(array))
-    if array.ndim == 1:
-        return "[" + ", ".join(_format_number(float(value)) for value in array) + "]"
-    inner = "  " * (level + 1)
-    rows = ",\n".join(inner + _format_nested(row, level + 1) for row in array)
-    return "[\n" + rows + "\n" + "  " * level + "]"
 
 
 # --- JSON kernel files -------------------------------------------------------------------------
@@ -322,7 +215,7 @@ def _parse_weights(value: object, max_weights: int) -> FloatArray:
             raise _Defect("weights" + "[0]" * (len(shape) - 1), "empty")
         probe = probe[0]
     if not 2 <= len(shape) <= 4:
-        raise _Defect("weights", f"{len(shape)}-D; {_RANKS}")
+        raise _Defect("weights", f"{len(shape)}-D; {RANKS}")
     count = math.prod(shape)
     if count > max_weights:
         raise LimitError(
@@ -542,7 +435,7 @@ def _check_npy_header(
     if dtype.kind not in "iuf":
         raise KernelError(f"{name}: dtype {dtype} is not a real number type (integer or float)")
     if not 2 <= len(shape) <= 4:
-        raise KernelError(f"{name}: {_RANKS}, got shape {shape}")
+        raise KernelError(f"{name}: {RANKS}, got shape {shape}")
     count = math.prod(shape)
     if count == 0:
         raise KernelError(f"{name}: weights are empty, shape {shape}")
@@ -644,274 +537,3 @@ def load_kernel(
     if text.partition(":")[0].strip() in PRESETS:
         return preset_kernel(text)
     raise KernelError(f"{text}: no such kernel file or preset (see `convcli kernels`)")
-
-
-# --- Presets ------------------------------------------------------------------------------------
-
-
-def _constant(rows: list[list[float]]) -> FloatArray:
-    return _read_only(np.array(rows, dtype=np.float64))
-
-
-# Wikipedia, "Kernel (image processing)": identity.
-IDENTITY = _constant([[0, 0, 0], [0, 1, 0], [0, 0, 0]])
-# Wikipedia, "Discrete Laplace operator" (5-point stencil); OpenCV cv::Laplacian with ksize=1.
-LAPLACIAN_4 = _constant([[0, 1, 0], [1, -4, 1], [0, 1, 0]])
-# Wikipedia, "Discrete Laplace operator" (9-point stencil with diagonals).
-LAPLACIAN_8 = _constant([[1, 1, 1], [1, -8, 1], [1, 1, 1]])
-# Wikipedia, "Kernel (image processing)": sharpen, = IDENTITY - LAPLACIAN_4.
-SHARPEN = _constant([[0, -1, 0], [-1, 5, -1], [0, -1, 0]])
-# Wikipedia, "Kernel (image processing)": edge detection, = -LAPLACIAN_8.
-EDGE = _constant([[-1, -1, -1], [-1, 8, -1], [-1, -1, -1]])
-# GIMP manual, "Convolution Matrix" filter: emboss (sums to 1, so flat areas keep their value).
-EMBOSS = _constant([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]])
-# OpenCV docs, "Sobel Derivatives" (cv::Sobel, ksize=3); scikit-image filters.sobel_v up to 1/4.
-SOBEL_X = _constant([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]])
-SOBEL_Y = SOBEL_X.T
-# Wikipedia, "Prewitt operator"; scikit-image filters.prewitt_v up to its 1/3 scale.
-PREWITT_X = _constant([[-1, 0, 1], [-1, 0, 1], [-1, 0, 1]])
-PREWITT_Y = PREWITT_X.T
-# OpenCV docs, cv::Scharr; Wikipedia, "Sobel operator", section "Alternative operators".
-SCHARR_X = _constant([[-3, 0, 3], [-10, 0, 10], [-3, 0, 3]])
-SCHARR_Y = SCHARR_X.T
-
-#: Parameter types; a default of None means "auto" (and accepts the value ``auto``).
-_PARAM_TYPES: dict[str, type[int] | type[float]] = {
-    **dict.fromkeys(("size", "length", "neighbours"), int),
-    **dict.fromkeys(("sigma", "amount", "angle"), float),
-}
-# Photo presets are normalized and replicate the border so edges don't darken.
-_PHOTO: Mapping[str, Any] = MappingProxyType({"padding": "same", "pad_mode": "replicate"})
-_DERIVATIVE: Mapping[str, Any] = MappingProxyType({"padding": "same"})
-_WIKI_KERNEL = 'Wikipedia, "Kernel (image processing)"'
-_Builder = Callable[..., FloatArray]
-
-
-@dataclass(frozen=True)
-class Preset:
-    """A named kernel: ``builder(**params)`` returns its weights; ``options`` its defaults."""
-
-    name: str
-    description: str
-    params: Mapping[str, int | float | None]
-    citation: str
-    builder: _Builder
-    options: Mapping[str, Any] = field(default_factory=dict)
-
-
-#: Every preset by name, in the order `convcli kernels` lists them.
-PRESETS: dict[str, Preset] = {}
-
-
-def _preset(
-    name: str, description: str, citation: str, options: Mapping[str, Any] = _PHOTO
-) -> Callable[[_Builder], _Builder]:
-    """Register the decorated builder as a preset; its keyword defaults are the parameters."""
-
-    def register(builder: _Builder) -> _Builder:
-        params = {p.name: p.default for p in inspect.signature(builder).parameters.values()}
-        PRESETS[name] = Preset(name, description, params, citation, builder, options)
-        return builder
-
-    return register
-
-
-def _check_size(value: int, param: str = "size", *, odd: bool = True) -> int:
-    if not 1 <= value <= MAX_PRESET_SIZE or (odd and value % 2 == 0):
-        kind = "an odd integer" if odd else "an integer"
-        raise KernelError(f"{param} must be {kind} from 1 to {MAX_PRESET_SIZE}, got {value}")
-    return value
-
-
-def _check_amount(amount: float) -> float:
-    # Far past any visible effect already; larger amounts only push weights past float32.
-    if amount < 0:
-        raise KernelError(f"amount must be >= 0, got {amount:g}")
-    if amount > MAX_PRESET_AMOUNT:
-        raise KernelError(f"amount must be at most {MAX_PRESET_AMOUNT:g}, got {amount:g}")
-    return amount
-
-
-@_preset("identity", "Identity: output equals input", _WIKI_KERNEL)
-def _identity(size: int = 3) -> FloatArray:
-    weights = np.zeros((_check_size(size), size))
-    weights[size // 2, size // 2] = 1.0
-    return weights
-
-
-@_preset("box", "Box blur: mean of a size x size window", 'Wikipedia, "Box blur"')
-def _box(size: int = 3) -> FloatArray:
-    _check_size(size, odd=False)  # even boxes are fine: padding="same" puts the extra row last
-    return np.full((size, size), 1.0 / (size * size))
-
-
-@_preset(
-    "gaussian",
-    "Gaussian blur; auto sigma: OpenCV's 0.3*((size-1)/2-1)+0.8, auto size: 3 sigma a side",
-    "OpenCV docs, cv::getGaussianKernel",
-)
-def gaussian_weights(size: int | None = None, sigma: float | None = None) -> FloatArray:
-    """Return a normalized (size, size) Gaussian, the outer product of two 1-D Gaussians.
-
-    ``sigma=None`` follows OpenCV's cv::getGaussianKernel: 0.3 * ((size - 1) / 2 - 1) + 0.8.
-    ``size=None`` is 2 * ceil(3 * sigma) + 1 (three sigmas each side), or 5 when both are None.
-    """
-    if sigma is not None and sigma <= 0:
-        raise KernelError(f"sigma must be > 0 (or auto), got {sigma:g}")
-    if size is None:
-        size = 5 if sigma is None else 2 * math.ceil(3 * sigma) + 1
-        if size > MAX_PRESET_SIZE:
-            raise KernelError(f"sigma={sigma:g} needs size {size}, over {MAX_PRESET_SIZE}")
-    _check_size(size)
-    if sigma is None:
-        sigma = 0.3 * ((size - 1) * 0.5 - 1) + 0.8
-    offsets = np.arange(size) - (size - 1) / 2
-    with np.errstate(over="ignore", under="ignore"):  # a tiny sigma is a discrete delta
-        profile = np.exp(-0.5 * (offsets / sigma) ** 2)
-    profile /= profile.sum()
-    return np.outer(profile, profile)
-
-
-@_preset("sharpen", "Sharpen: identity - amount * 4-neighbour Laplacian", _WIKI_KERNEL)
-def _sharpen(amount: float = 1.0) -> FloatArray:
-    return IDENTITY - _check_amount(amount) * LAPLACIAN_4
-
-
-@_preset(
-    "unsharp",
-    "Unsharp mask: identity + amount * (identity - gaussian)",
-    'Gonzalez & Woods, "Digital Image Processing", 3.6.3 "Unsharp masking"',
-)
-def _unsharp(
-    size: int | None = None, sigma: float | None = None, amount: float = 1.0
-) -> FloatArray:
-    blur = gaussian_weights(size, sigma)
-    identity = _identity(blur.shape[0])
-    return identity + _check_amount(amount) * (identity - blur)
-
-
-@_preset(
-    "motion-blur",
-    "Motion blur: a line of length pixels at angle degrees counter-clockwise",
-    "after MATLAB fspecial('motion', length, angle)",
-)
-def _motion_blur(length: int = 9, angle: float = 0.0) -> FloatArray:
-    """A line of ``length`` pixels through the centre at ``angle`` degrees counter-clockwise
-    from the horizontal, antialiased as max(0, 1 - distance to the segment), normalized."""
-    centre = (_check_size(length, "length") - 1) / 2
-    theta = math.radians(angle)
-    # Rounded so that 0, 90, 180... degrees give exact axis-aligned lines.
-    dx, dy = round(math.cos(theta), 12), -round(math.sin(theta), 12)  # rows point down
-    rows, cols = np.mgrid[0:length, 0:length] - centre
-    along = np.clip(cols * dx + rows * dy, -centre, centre)
-    distance = np.hypot(cols - along * dx, rows - along * dy)
-    weights: FloatArray = np.clip(1.0 - distance, 0.0, None)
-    weights /= weights.sum()
-    return weights
-
-
-@_preset(
-    "emboss", "Emboss: relief along the diagonal, sums to 1", "GIMP manual, Convolution Matrix"
-)
-def _emboss() -> FloatArray:
-    return np.array(EMBOSS)
-
-
-@_preset(
-    "laplacian",
-    "Discrete Laplacian (neighbours=4 or 8), sums to 0",
-    'Wikipedia, "Discrete Laplace operator"',
-    _DERIVATIVE,
-)
-def _laplacian(neighbours: int = 4) -> FloatArray:
-    if neighbours not in (4, 8):
-        raise KernelError(f"neighbours must be 4 or 8, got {neighbours}")
-    return np.array(LAPLACIAN_4 if neighbours == 4 else LAPLACIAN_8)
-
-
-def _fixed(name: str, weights: FloatArray, description: str, citation: str) -> None:
-    _preset(name, description, citation, _DERIVATIVE)(lambda: np.array(weights))
-
-
-_fixed("edge", EDGE, "Outline edge detector (8-neighbour), sums to 0", _WIKI_KERNEL)
-_fixed("sobel-x", SOBEL_X, "Sobel d/dx: responds to vertical edges", "OpenCV docs, cv::Sobel")
-_fixed("sobel-y", SOBEL_Y, "Sobel d/dy (y down): horizontal edges", "OpenCV docs, cv::Sobel")
-_fixed("prewitt-x", PREWITT_X, "Prewitt d/dx: vertical edges", 'Wikipedia, "Prewitt operator"')
-_fixed("prewitt-y", PREWITT_Y, "Prewitt d/dy: horizontal edges", 'Wikipedia, "Prewitt operator"')
-_fixed("scharr-x", SCHARR_X, "Scharr d/dx: more isotropic than Sobel", "OpenCV docs, cv::Scharr")
-_fixed("scharr-y", SCHARR_Y, "Scharr d/dy: more isotropic than Sobel", "OpenCV docs, cv::Scharr")
-
-
-def _format_params(values: Mapping[str, int | float | None]) -> str:
-    return ", ".join(
-        f"{key}={'auto' if value is None else _format_number(float(value))}"
-        for key, value in values.items()
-    )
-
-
-def _parse_param(preset: Preset, key: str, raw: str) -> int | float | None:
-    if raw == "auto" and preset.params[key] is None:
-        return None
-    if _PARAM_TYPES[key] is int:
-        if not re.fullmatch(r"[+-]?\d{1,9}", raw):
-            raise KernelError(f"{preset.name}: {key} must be an integer, got {raw!r}")
-        return int(raw)
-    try:
-        value = float(raw)
-    except ValueError:
-        raise KernelError(f"{preset.name}: {key} must be a number, got {raw!r}") from None
-    if not math.isfinite(value):
-        raise KernelError(f"{preset.name}: {key} must be a finite number, got {raw!r}")
-    return value
-
-
-def preset_kernel(spec: str) -> Kernel:
-    """Build a preset from ``NAME`` or ``NAME:key=value,...`` (``gaussian:size=7,sigma=1.5``).
-
-    Raises
-    ------
-    KernelError
-        Unknown preset or parameter, a parameter given twice, or a bad value; the message
-        names the preset and the parameter.
-    """
-    name, has_params, param_text = spec.partition(":")
-    name = name.strip()
-    preset = PRESETS.get(name)
-    if preset is None:
-        close = difflib.get_close_matches(name, PRESETS, n=1)
-        hint = f' (did you mean "{close[0]}"?)' if close else " (see `convcli kernels`)"
-        raise KernelError(f"{name}: no such preset{hint}")
-    values = dict(preset.params)
-    given: set[str] = set()
-    for item in param_text.split(",") if has_params else ():
-        key, equals, raw = (part.strip() for part in item.partition("="))
-        if not equals or not key:
-            raise KernelError(f"{name}: expected key=value, got {item.strip()!r}")
-        if key not in preset.params:
-            known = ", ".join(preset.params) or "none"
-            raise KernelError(f"{name}: unknown parameter {key!r} (parameters: {known})")
-        if key in given:
-            raise KernelError(f"{name}: parameter {key!r} given twice")
-        given.add(key)
-        values[key] = _parse_param(preset, key, raw)
-    try:
-        weights = preset.builder(**values)
-    except KernelError as error:
-        raise KernelError(f"{name}: {error}") from None
-    description = (
-        f"{preset.description} [{_format_params(values)}]" if values else preset.description
-    )
-    return Kernel(
-        weights=weights, name=name, description=description, source=spec, options=preset.options
-    )
-
-
-def preset_table() -> list[tuple[str, str, str, str]]:
-    """Rows for ``convcli kernels``: (name, default size "HxW", parameters, description)."""
-    rows = []
-    for preset in PRESETS.values():
-        height, width = preset.builder(**preset.params).shape
-        rows.append(
-            (preset.name, f"{height}x{width}", _format_params(preset.params), preset.description)
-        )
-    return rows

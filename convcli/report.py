@@ -20,6 +20,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from convcli.errors import one_line
 from convcli.pipeline import Row
 
 #: Jobs of a batch whose rows are shown (the first ones); the summary counts the rest.
@@ -54,11 +55,7 @@ def inert(text: str) -> Text:
     Unprintable characters are shown escaped (``\\n``, ``\\x1b``), so a name cannot forge
     table lines or restyle the terminal.
     """
-    return Text(
-        "".join(
-            char if char.isprintable() else char.encode("unicode_escape").decode() for char in text
-        )
-    )
+    return Text(one_line(text))
 
 
 def shape_text(shape: Sequence[int]) -> str:

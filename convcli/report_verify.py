@@ -21,7 +21,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from convcli.verify import Comparison, Element, HeatMap
+from convcli.compare import Comparison, Element
+from convcli.verify import HeatMap
 
 __all__ = [
     "MAX_ROWS",

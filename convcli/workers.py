@@ -27,22 +27,14 @@ from pathlib import Path
 from convcli.batch import ItemResult, Job, Settings, remove_temporary_files, run_item
 from convcli.errors import ConvcliError
 from convcli.quiet import library_noise_silenced
+from convcli.threads import THREADS_ENV, available_cores
 
 #: Tasks handed to a worker at once: the one it runs and the next, so it never waits for us.
 QUEUE_DEPTH = 2
 #: Seconds workers get to exit (after their last task, or SIGTERM) before they are killed.
 STOP_TIMEOUT = 10.0
-#: The engine reads its thread count from this variable (see convcli/threads.py).
-ENGINE_THREADS_ENV = "CONVCLI_THREADS"
 #: BLAS/OpenMP pools limited to one thread in workers, set before the worker imports NumPy.
 BLAS_THREADS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-def available_cores() -> int:
-    """Cores this process may run on (its CPU affinity where the platform reports it)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
 
 
 def worker_count(requested: int | None, items: int) -> int:
@@ -138,7 +130,7 @@ def _worker_main(conn: Connection, settings: Settings, threads: int) -> None:
     # a finalizer, where Python prints and swallows it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    os.environ.setdefault(ENGINE_THREADS_ENV, str(threads))  # unless the user chose
+    os.environ.setdefault(THREADS_ENV, str(threads))  # unless the user chose
     try:
         # Problems are reported as item failures; decoder warnings and logs stay off stderr.
         with library_noise_silenced():

@@ -1,4 +1,4 @@
-"""Tests for convcli.kernels: strict JSON/.npy kernel loading and the named presets."""
+"""Tests for convcli.kernels and convcli.presets: strict JSON/.npy kernel loading, the presets."""
 
 from __future__ import annotations
 
@@ -12,18 +12,16 @@ from typing import Any
 import numpy as np
 import pytest
 
+from convcli.engine import KERNEL_LAYOUTS
 from convcli.errors import ConvcliError, KernelError, LimitError
-from convcli.kernels import (
+from convcli.kernel import Kernel
+from convcli.kernels import load_kernel, load_npy_kernel, parse_kernel_json
+from convcli.presets import (
     EMBOSS,
-    KERNEL_LAYOUTS,
     PRESETS,
     SCHARR_X,
     SOBEL_X,
     SOBEL_Y,
-    Kernel,
-    load_kernel,
-    load_npy_kernel,
-    parse_kernel_json,
     preset_kernel,
     preset_table,
 )

@@ -59,7 +59,7 @@ REFERENCES: dict[str, Filter] = {
 
 
 def test_every_preset_has_an_independent_reference() -> None:
-    from convcli.kernels import PRESETS
+    from convcli.presets import PRESETS
 
     assert set(PRESETS) == set(REFERENCES)
 

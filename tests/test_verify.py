@@ -17,25 +17,18 @@ import pytest
 from click.testing import CliRunner, Result
 from rich.console import Console
 
+from convcli import compare as compare_module
 from convcli import verify as verify_module
 from convcli.arrays import encode_npy, encode_npz, read_npz
 from convcli.cli_verify import verify as verify_command
+from convcli.compare import Comparison, compare_arrays, default_tolerances, missing_comparison
+from convcli.dumps import is_reference_dump, read_reference, verify_dump, write_reference
 from convcli.engine import avg_pool2d, conv2d, max_pool2d
 from convcli.errors import ConvcliError, ExitCode, InputError
 from convcli.images import encode_image, read_image
+from convcli.pairs import compare_paths
 from convcli.report_verify import render_comparisons
-from convcli.verify import (
-    Comparison,
-    compare_arrays,
-    compare_paths,
-    comparisons_to_json,
-    default_tolerances,
-    diff_heatmap,
-    is_reference_dump,
-    read_reference,
-    verify_dump,
-    write_reference,
-)
+from convcli.verify import comparisons_to_json, diff_heatmap
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "verify"
@@ -187,7 +180,7 @@ def test_chunked_scan_agrees_with_one_pass(monkeypatch: pytest.MonkeyPatch) -> N
     actual = expected + random((3, 7, 5, 2), seed=2, dtype=np.float64) * 1e-3
     actual[2, 6, 4, 1] = np.nan
     one_pass = compare_arrays(actual, expected, name="x", show=5)
-    monkeypatch.setattr(verify_module, "CHUNK_ELEMENTS", 7)
+    monkeypatch.setattr(compare_module, "CHUNK_ELEMENTS", 7)
     chunked = compare_arrays(actual, expected, name="x", show=5)
     assert repr(chunked) == repr(one_pass)  # repr: NaN != NaN would fail a plain ==
     assert chunked.worst[0].position == (2, 6, 4, 1)
@@ -285,7 +278,7 @@ def test_json_schema_is_exact() -> None:
     comparisons = [
         compare_arrays(actual, expected, name="a"),
         compare_arrays(np.array([np.inf]), np.array([1.0]), name="b"),
-        verify_module._missing("c", "actual", None, rtol=None, atol=None),
+        missing_comparison("c", "actual", None, rtol=None, atol=None),
     ]
     document = comparisons_to_json(comparisons)
     assert list(document) == ["match", "pairs"]

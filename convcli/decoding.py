@@ -1,0 +1,188 @@
+"""What every image decoder shares: the header and plan types, size checks made before any
+pixel is decoded, and the mapping of decoder exceptions to one-line errors.
+
+A decoder first makes a :class:`DecodePlan` from headers alone (what array the file becomes),
+the front door (:mod:`convcli.images`) checks its size against the limits, and only then are
+pixels decoded and checked against the plan with :func:`finish`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image as PILImage
+from PIL import UnidentifiedImageError
+
+from convcli.errors import ConvcliError, InputError, LimitError
+
+__all__ = [
+    "DECODE_ERRORS",
+    "SUFFIX_16",
+    "DecodePlan",
+    "Image",
+    "ImageHeader",
+    "check_decoded_bytes",
+    "check_pixels",
+    "decoder_errors",
+    "finish",
+    "reason",
+]
+
+Array = npt.NDArray[Any]
+
+#: Exceptions decoders raise on corrupt or hostile input (besides convcli's own errors).
+DECODE_ERRORS: Final = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    struct.error,
+    EOFError,
+    zlib.error,
+    MemoryError,
+    IndexError,
+    KeyError,
+    TypeError,
+    AttributeError,
+    ArithmeticError,
+    RuntimeError,  # includes RecursionError and NotImplementedError
+    PILImage.DecompressionBombError,
+    PILImage.DecompressionBombWarning,
+    Warning,  # any decoder warning a warnings filter has made an error
+)
+#: Appended to a Pillow-style mode name for 16-bit data Pillow has no mode for ("RGB;16").
+SUFFIX_16: Final = ";16"
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image file holds, read without decoding its pixels.
+
+    ``channels`` and ``dtype`` describe the array :func:`read_image` returns (after palette
+    expansion); ``width`` and ``height`` are after EXIF orientation. ``mode`` is Pillow's name
+    for the stored data ("1", "L", "LA", "P", "RGB", "RGBA", "I;16", "F", "CMYK", ...), with
+    ";16" or ";F" appended for 16-bit or float multi-channel data Pillow has no mode for
+    (e.g. "RGB;16"), and "<C>-channel" for TIFFs with more than four samples.
+    """
+
+    width: int
+    height: int
+    channels: int
+    dtype: str
+    format: str
+    mode: str
+
+
+@dataclass
+class Image:
+    """A decoded image.
+
+    Attributes
+    ----------
+    pixels : ndarray
+        ``(H, W)`` gray or ``(H, W, C)``; dtype ``uint8``, ``uint16`` or ``float32``.
+    format : str
+        A key of :data:`IMAGE_FORMATS`.
+    has_alpha : bool
+        The last channel is alpha (gray + alpha or RGBA).
+    """
+
+    pixels: Array
+    format: str
+    has_alpha: bool
+
+
+@dataclass(frozen=True)
+class DecodePlan:
+    """How one opened image decodes: its header plus the steps that produce the array."""
+
+    header: ImageHeader
+    has_alpha: bool
+    #: Pillow mode to convert to before taking the array (None: as stored).
+    convert: str | None = None
+    #: EXIF orientation 1-8 (1: as stored).
+    orientation: int = 1
+    #: 16-bit color PNG: (channels, interlaced); decoded by :func:`decode_png16`.
+    png16: tuple[int, int] | None = None
+    #: TIFF only: let Pillow decode (tifffile lacks the codec).
+    use_pillow: bool = False
+
+
+@contextlib.contextmanager
+def decoder_errors(name: str, *, max_pixels: int | None) -> Iterator[None]:
+    """Turn whatever a decoder raises on bad data into a one-line InputError or LimitError."""
+    try:
+        yield
+    except ConvcliError:
+        raise
+    except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as exc:
+        limit = f"{max_pixels:,} pixels (--max-pixels)" if max_pixels else "Pillow's size limit"
+        raise LimitError(f"{name}: image is larger than {limit}") from exc
+    except DECODE_ERRORS as exc:
+        raise InputError(f"{name}: cannot read image: {reason(exc)}") from exc
+
+
+def reason(exc: BaseException) -> str:
+    """A short, single-line reason for a decoder exception."""
+    if isinstance(exc, UnidentifiedImageError):
+        return "not a valid image file of its kind"
+    if isinstance(exc, MemoryError):
+        return "out of memory"
+    if isinstance(exc, RecursionError):
+        return "structure nested too deeply"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, KeyError) and text.startswith(("'", '"')):
+        text = text[1:-1]
+    if len(text) > 200:
+        text = text[:197] + "..."
+    if isinstance(exc, LookupError) or len(text) < 4:
+        # "0" or "'StripOffsets'" from an index or tag lookup says nothing on its own.
+        detail = f" ({text})" if text else ""
+        return f"corrupt or truncated data: {type(exc).__name__}{detail}"
+    return text or type(exc).__name__
+
+
+def check_pixels(width: int, height: int, max_pixels: int, name: str, what: str = "image") -> None:
+    """Refuse an image (or a TIFF tile) over ``max_pixels`` pixels, or one with none."""
+    pixels = width * height
+    if pixels < 1:
+        raise InputError(f"{name}: {what} has no pixels ({width}x{height})")
+    if pixels > max_pixels:
+        raise LimitError(
+            f"{name}: {what} is {width}x{height} = {pixels:,} pixels, "
+            f"over the limit of {max_pixels:,} (--max-pixels)"
+        )
+
+
+def check_decoded_bytes(header: ImageHeader, stored: str, max_bytes: int, name: str) -> None:
+    """Refuse an image whose decoded samples (stored or returned, the larger) exceed max_bytes."""
+    itemsize = max(np.dtype(stored).itemsize, np.dtype(header.dtype).itemsize)
+    nbytes = header.width * header.height * header.channels * itemsize
+    if nbytes > max_bytes:
+        raise LimitError(
+            f"{name}: image {header.width}x{header.height} with {header.channels} "
+            f"{stored} samples per pixel decodes to {nbytes:,} bytes, over --max-bytes "
+            f"{max_bytes:,}"
+        )
+
+
+def finish(pixels: Array, header: ImageHeader, name: str) -> Array:
+    """A contiguous, writable array, checked against what the header promised."""
+    pixels = np.ascontiguousarray(pixels)
+    if not pixels.flags.writeable:
+        pixels = pixels.copy()
+    expected: tuple[int, ...] = (header.height, header.width)
+    if header.channels > 1:
+        expected = (*expected, header.channels)
+    if pixels.shape != expected or pixels.dtype != np.dtype(header.dtype):
+        raise InputError(
+            f"{name}: cannot read image: decoded {pixels.shape} {pixels.dtype} pixels, "
+            f"but the header announced {expected} {header.dtype}"
+        )
+    return pixels

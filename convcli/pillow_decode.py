@@ -1,0 +1,199 @@
+"""Decoding the formats Pillow reads (PNG, JPEG, BMP, GIF, WebP; TIFF as a fallback).
+
+The image is opened lazily (headers only), planned from its headers (:func:`pillow_plan`),
+and decoded only after the front door has checked the plan's size. 16-bit color PNGs go to
+:func:`convcli.png.decode_png16`, since Pillow would keep only their high bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from typing import IO, Any, Final
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image as PILImage
+
+from convcli.decoding import SUFFIX_16, DecodePlan, ImageHeader, finish
+from convcli.errors import InputError
+from convcli.png import decode_png16, png16_color
+
+__all__ = ["PILLOW_FORMATS", "decode_pillow", "pillow_open", "pillow_plan"]
+
+Array = npt.NDArray[Any]
+
+#: Pillow's name of each format it decodes here.
+PILLOW_FORMATS: Final = {
+    "png": "PNG",
+    "jpeg": "JPEG",
+    "tiff": "TIFF",
+    "bmp": "BMP",
+    "gif": "GIF",
+    "webp": "WEBP",
+}
+
+#: Pillow's bomb check reads a process-wide limit; one thread at a time may lift it.
+_PILLOW_LIMIT_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def pillow_open(handle: IO[bytes], fmt: str) -> Iterator[PILImage.Image]:
+    """Open ``handle`` lazily (headers only) with Pillow's decoder for ``fmt`` and no other.
+
+    Pillow checks for decompression bombs inside ``Image.open`` against the process-wide
+    ``Image.MAX_IMAGE_PIXELS`` (warning above it, raising above twice it). That check is off
+    for the duration of this open, which reads headers only (so the lock is held briefly):
+    callers check the size themselves right after, against their own ``max_pixels`` and with
+    an exact message, so a ``--max-pixels`` above Pillow's limit is honored and a global
+    setting made elsewhere does not leak in. Pillow does not re-check when decoding a first
+    frame; should it ever raise its bomb error or warning, it becomes a LimitError.
+    """
+    with _PILLOW_LIMIT_LOCK:
+        saved = PILImage.MAX_IMAGE_PIXELS
+        PILImage.MAX_IMAGE_PIXELS = None
+        try:
+            opened = PILImage.open(handle, formats=[PILLOW_FORMATS[fmt]])
+        finally:
+            PILImage.MAX_IMAGE_PIXELS = saved
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def _exif_orientation(opened: PILImage.Image) -> int:
+    """The EXIF orientation (1-8) found in the headers; 1 when absent or unreadable.
+
+    Reads only EXIF already parsed from the headers: ``getexif()`` on a PNG would decode the
+    whole image to look for a trailing eXIf chunk.
+    """
+    raw = opened.info.get("exif")
+    if not isinstance(raw, bytes):
+        return 1
+    try:
+        exif = PILImage.Exif()
+        exif.load(raw)
+        value = exif.get(0x0112, 1)
+    except Exception:  # a broken EXIF block must not make the image unreadable
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _gray_palette(opened: PILImage.Image) -> bool:
+    """Whether every palette entry is gray, from the palette the headers hold.
+
+    ``Image.getpalette()`` would decode the whole image first (a bomb, before its size is
+    checked); the header's palette is loaded into a 1x1 image instead, which converts any
+    raw palette layout (BGR, planar TIFF colormaps, ...) the way decoding would.
+    """
+    header_palette = opened.palette
+    if header_palette is None:
+        return False
+    probe = PILImage.new("P", (1, 1))
+    try:
+        probe.putpalette(
+            bytes(header_palette.palette), header_palette.rawmode or header_palette.mode
+        )
+    except (ValueError, TypeError):
+        return False
+    palette = probe.getpalette()
+    if not palette:
+        return False
+    reds, greens, blues = palette[0::3], palette[1::3], palette[2::3]
+    return reds == greens == blues
+
+
+def pillow_plan(opened: PILImage.Image, fmt: str, prefix: bytes, name: str) -> DecodePlan:
+    """Decide, from headers only, what array an opened Pillow image becomes."""
+    mode = opened.mode
+    transparent = "transparency" in opened.info
+    convert: str | None = None
+    png16 = png16_color(prefix) if fmt == "png" else None
+    if png16 is not None:
+        channels = png16[0]
+        if channels == 3 and transparent:
+            channels = 4
+        dtype, has_alpha = "uint16", channels in (2, 4)
+        mode = {2: "LA", 3: "RGB", 4: "RGBA"}[png16[0]] + SUFFIX_16
+    elif mode == "P":
+        if transparent:
+            convert, channels = "RGBA", 4
+        elif _gray_palette(opened):
+            convert, channels = "L", 1
+        else:
+            convert, channels = "RGB", 3
+        dtype, has_alpha = "uint8", channels == 4
+    elif mode in ("L", "RGB") and transparent:
+        convert = "LA" if mode == "L" else "RGBA"
+        channels, dtype, has_alpha = (2 if mode == "L" else 4), "uint8", True
+    elif mode in ("1", "L"):
+        convert = "L" if mode == "1" else None
+        channels, dtype, has_alpha = 1, "uint8", False
+    elif mode in ("LA", "La", "PA", "RGBA", "RGBa"):
+        convert = {"La": "LA", "PA": "RGBA", "RGBa": "RGBA"}.get(mode)
+        channels = 2 if mode in ("LA", "La") else 4
+        dtype, has_alpha = "uint8", True
+    elif mode in ("RGB", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"):
+        convert = None if mode == "RGB" else "RGB"
+        channels, dtype, has_alpha = 3, "uint8", False
+    elif mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        channels = 2 if transparent else 1
+        dtype, has_alpha = "uint16", transparent
+    elif mode == "F":
+        channels, dtype, has_alpha = 1, "float32", False
+    else:
+        raise InputError(f"{name}: cannot read image: unsupported {fmt} pixel mode {mode!r}")
+    orientation = _exif_orientation(opened) if fmt in ("jpeg", "png", "webp") else 1
+    width, height = opened.size
+    if orientation >= 5:  # the four orientations that swap rows and columns
+        width, height = height, width
+    header = ImageHeader(width, height, channels, dtype, fmt, mode)
+    return DecodePlan(header, has_alpha, convert, orientation, png16)
+
+
+def decode_pillow(opened: PILImage.Image, plan: DecodePlan, handle: IO[bytes], name: str) -> Array:
+    """Decode the image ``plan`` describes and check the array matches it."""
+    if plan.png16 is not None:
+        pixels = decode_png16(handle, opened, plan.png16)
+    else:
+        opened.load()
+        converted = opened.convert(plan.convert) if plan.convert else opened
+        pixels = np.asarray(converted)
+        if converted.mode.startswith("I"):
+            pixels = _as_uint16(pixels, name)
+            transparency = opened.info.get("transparency")
+            if isinstance(transparency, int):
+                alpha = np.where(pixels == transparency, 0, 65535).astype(np.uint16)
+                pixels = np.stack([pixels, alpha], axis=-1)
+    pixels = _orient(pixels, plan.orientation)
+    return finish(pixels, plan.header, name)
+
+
+def _as_uint16(pixels: Array, name: str) -> Array:
+    """16-bit gray from Pillow's "I;16*" (any byte order) or 32-bit "I" modes."""
+    if pixels.dtype.kind == "u" and pixels.dtype.itemsize == 2:
+        return pixels.astype(np.uint16)  # native byte order
+    if pixels.size and (int(pixels.min()) < 0 or int(pixels.max()) > 65535):
+        raise InputError(f"{name}: cannot read image: integer pixels outside the 16-bit range")
+    return pixels.astype(np.uint16)
+
+
+def _orient(pixels: Array, orientation: int) -> Array:
+    """Apply an EXIF orientation, as Pillow's ``ImageOps.exif_transpose`` does."""
+    if orientation == 2:
+        return pixels[:, ::-1]
+    if orientation == 3:
+        return pixels[::-1, ::-1]
+    if orientation == 4:
+        return pixels[::-1]
+    if orientation == 5:
+        return pixels.swapaxes(0, 1)
+    if orientation == 6:
+        return np.rot90(pixels, -1)
+    if orientation == 7:
+        return pixels[::-1, ::-1].swapaxes(0, 1)
+    if orientation == 8:
+        return np.rot90(pixels, 1)
+    return pixels
