@@ -3,24 +3,28 @@
 The library API does no I/O and prints nothing::
 
     from convcli import conv2d, max_pool2d, avg_pool2d
+
+Importing convcli loads the engine and the errors; the other names (and ``__version__``,
+which reads the package metadata) are imported on first use, so that the command line starts
+without the modules a command does not need (see docs/performance.md).
 """
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from convcli.compare import Comparison, compare_arrays
-from convcli.dumps import verify_dump, write_reference
 from convcli.engine import avg_pool2d, conv2d, max_pool2d
 from convcli.errors import ConvcliError, InputError, KernelError, LimitError
-from convcli.kernel import Kernel
-from convcli.kernels import load_kernel
-from convcli.pairs import compare_paths
 
-try:
-    __version__ = version("convcli")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0+unknown"
+if TYPE_CHECKING:
+    from convcli.compare import Comparison, compare_arrays
+    from convcli.dumps import verify_dump, write_reference
+    from convcli.kernel import Kernel
+    from convcli.kernels import load_kernel
+    from convcli.pairs import compare_paths
+
+    __version__: str
 
 __all__ = [
     "Comparison",
@@ -39,3 +43,35 @@ __all__ = [
     "verify_dump",
     "write_reference",
 ]
+
+#: Exported names imported on first use, and the module defining each.
+_LAZY = {
+    "Comparison": "convcli.compare",
+    "compare_arrays": "convcli.compare",
+    "compare_paths": "convcli.pairs",
+    "verify_dump": "convcli.dumps",
+    "write_reference": "convcli.dumps",
+    "Kernel": "convcli.kernel",
+    "load_kernel": "convcli.kernels",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a lazily exported name (PEP 562) and keep it as a module attribute."""
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            value: Any = version("convcli")
+        except PackageNotFoundError:  # pragma: no cover - running from a source tree
+            value = "0+unknown"
+    elif name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

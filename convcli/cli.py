@@ -20,7 +20,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from convcli import batch, engine, images, kernels, pipeline, presets, report, threads, workers
+from convcli import batch, engine, images, kernels, pipeline, presets, report, threads
 from convcli.cli_verify import verify
 from convcli.errors import ConvcliError, ExitCode, one_line
 from convcli.fileio import BrokenPipe, atomic_write, check_output_path, write_stdout
@@ -329,6 +329,8 @@ def _run_batch(
     are kept for the table, later ones only counted (and streamed to ``--json``), so memory
     does not grow with the batch. Returns the kept rows and how many rows were not kept.
     """
+    from convcli import workers  # multiprocessing: batches only
+
     if "-" in options.inputs:
         raise CommandError("- (stdin) cannot be combined with other inputs")
     if options.output == "-":

@@ -15,10 +15,9 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
 
 from convcli.compare import EXPECTED_LAYOUTS
 from convcli.engine import DEFAULT_MAX_BYTES
@@ -26,9 +25,14 @@ from convcli.errors import ConvcliError, ExitCode
 from convcli.fileio import atomic_write, check_output_path
 from convcli.images import DEFAULT_MAX_PIXELS, encode_image
 from convcli.params import BYTES
-from convcli.report_verify import heatmap_note, render_comparisons
-from convcli.verify import HeatMap, comparisons_to_json
-from convcli.verify import verify as run_verify
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from convcli.verify import HeatMap
+
+# rich, the report and the verify library are imported when the command runs, not when
+# the command line starts: conv and pool need none of them.
 
 __all__ = ["Tolerance", "verify"]
 
@@ -61,6 +65,8 @@ def _report_console() -> Console:
     Rich assumes 80 columns when stdout is not a terminal, which would squeeze a per-pair
     table; a file or pipe gets room instead, unless COLUMNS says otherwise.
     """
+    from rich.console import Console
+
     width = None if sys.stdout.isatty() or "COLUMNS" in os.environ else PIPE_WIDTH
     return Console(highlight=False, width=width)
 
@@ -162,6 +168,12 @@ def verify(
     max_pixels: int,
 ) -> None:
     """The ``verify`` command (help text in :data:`HELP`)."""
+    from rich.console import Console
+
+    from convcli.report_verify import heatmap_note, render_comparisons
+    from convcli.verify import comparisons_to_json
+    from convcli.verify import verify as run_verify
+
     if expected is None:
         if actual.is_dir() or actual.suffix.lower() != ".npz":
             raise click.UsageError(

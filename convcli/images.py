@@ -4,13 +4,14 @@ Reading checks an image's size from its header against ``max_pixels`` before any
 decoded, for every format, and runs only the decoder that matches the file's magic bytes (the
 file extension is not trusted). PNG, JPEG, BMP, GIF and WebP are decoded by Pillow, TIFF by
 tifffile (Pillow's libtiff takes over for TIFF compressions tifffile cannot decode without the
-optional imagecodecs package). Writing goes through imageio's v3 front door
-(``imageio.v3.imwrite``), except 16-bit color PNG, which neither Pillow nor imageio writes.
+optional imagecodecs package). PNG is written by :mod:`convcli.png` (Pillow writes no 16-bit
+color PNG, and its writer took 6x longer on photographs); the other formats go through
+imageio's v3 front door (``imageio.v3.imwrite``).
 
 This module is the front door; the details sit behind it: :mod:`convcli.decoding` (what every
 decoder shares: headers, plans, size checks, error mapping), :mod:`convcli.pillow_decode`,
-:mod:`convcli.tiff`, :mod:`convcli.png` (16-bit color PNG) and :mod:`convcli.pixels` (dtype
-and range mapping, alpha).
+:mod:`convcli.tiff`, :mod:`convcli.png` and :mod:`convcli.pixels` (dtype and range mapping,
+alpha).
 
 What :func:`read_image` returns:
 
@@ -38,10 +39,8 @@ from functools import cache
 from pathlib import Path
 from typing import IO, Any, Final
 
-import imageio.v3 as iio
 import numpy as np
 import numpy.typing as npt
-from PIL import features
 
 from convcli.decoding import (
     Image,
@@ -55,8 +54,10 @@ from convcli.engine import DEFAULT_MAX_BYTES
 from convcli.errors import ConvcliError, InputError, join_or
 from convcli.pillow_decode import decode_pillow, pillow_open, pillow_plan
 from convcli.pixels import OUT_DTYPES, RANGE_MODES, merge_alpha, split_alpha, to_image_dtype
-from convcli.png import PNG_SIGNATURE, encode_png16
-from convcli.tiff import encode_tiff, read_tiff, read_tiff_header
+from convcli.png import PNG_SIGNATURE, encode_png
+
+# TIFF (tifffile) and the formats written through imageio are imported where they are used:
+# together they take about 15 ms to import, a twentieth of a PNG-to-PNG command's run.
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -93,8 +94,10 @@ IMAGE_FORMATS: Final[dict[str, tuple[str, ...]]] = {
 DEFAULT_MAX_PIXELS: Final = 89_478_485
 #: JPEG and WebP quality when none is given.
 DEFAULT_QUALITY: Final = 95
-#: zlib level of PNG (and TIFF) output: zlib's and Pillow's default. Measured on 1280x960 RGB:
-#: level 1 is about 2x faster but 2-25% larger, level 9 at most 3% smaller but up to 6x slower.
+#: zlib level of TIFF output and of the PNG pieces deflated with zlib's default strategy
+#: (see :func:`convcli.png.encode_png`): zlib's and Pillow's default. Measured on 1280x960
+#: RGB: level 1 is about 2x faster but 2-25% larger, level 9 at most 3% smaller but up to 6x
+#: slower.
 PNG_COMPRESS_LEVEL: Final = 6
 _LABELS: Final = {
     "png": "PNG",
@@ -150,6 +153,8 @@ def sniff_format(data: bytes) -> str | None:
 
 @cache
 def _webp_supported() -> bool:
+    from PIL import features
+
     return bool(features.check("webp"))
 
 
@@ -175,6 +180,8 @@ def read_header(source: Path | bytes, *, name: str) -> ImageHeader:
         fmt, prefix = _sniff_image(handle, name)
         with decoder_errors(name, max_pixels=None):
             if fmt == "tiff":
+                from convcli.tiff import read_tiff_header
+
                 return read_tiff_header(handle, name)
             with pillow_open(handle, fmt) as opened:
                 return pillow_plan(opened, fmt, prefix, name).header
@@ -220,6 +227,8 @@ def read_image(
         fmt, prefix = _sniff_image(handle, name)
         with decoder_errors(name, max_pixels=max_pixels):
             if fmt == "tiff":
+                from convcli.tiff import read_tiff
+
                 return read_tiff(handle, name=name, max_pixels=max_pixels, max_bytes=max_bytes)
             with pillow_open(handle, fmt) as opened:
                 # The size first: planning may look at the palette, which must not decode.
@@ -396,16 +405,18 @@ def encode_image(pixels: Array, *, format: str, quality: int | None = None, name
     array = np.ascontiguousarray(array)
     try:
         if format == "tiff":
+            from convcli.tiff import encode_tiff
+
             return encode_tiff(array, level=PNG_COMPRESS_LEVEL)
-        if format == "png" and array.dtype == np.uint16 and array.ndim == 3:
-            return encode_png16(array, level=PNG_COMPRESS_LEVEL)
-        options: dict[str, Any] = {}
         if format == "png":
-            options = {"compress_level": PNG_COMPRESS_LEVEL}
-        elif format == "jpeg":
+            return encode_png(array, level=PNG_COMPRESS_LEVEL)
+        options: dict[str, Any] = {}
+        if format == "jpeg":
             options = {"quality": quality, "subsampling": 0 if quality >= 90 else 2}
         elif format == "webp":
             options = {"quality": quality}
+        import imageio.v3 as iio
+
         encoded = iio.imwrite(
             "<bytes>", array, extension=IMAGE_FORMATS[format][0], plugin="pillow", **options
         )

@@ -351,6 +351,31 @@ def test_version_and_help_with_examples() -> None:
         assert "Examples:" in result.stdout
 
 
+def test_conv_starts_without_the_modules_it_does_not_need() -> None:
+    """Start-up time: conv/pool import neither rich, TIFF, imageio, verify nor the workers.
+
+    They load when used (a table is drawn, a TIFF read, verify run, a batch started); the
+    package's lazy exports still resolve.
+    """
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, convcli.cli\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('rich', 'tifffile', 'imageio', 'multiprocessing', 'convcli'))))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    unexpected = {"rich", "tifffile", "imageio", "multiprocessing"}
+    unexpected |= {f"convcli.{name}" for name in ("verify", "dumps", "pairs", "workers", "tiff")}
+    assert "convcli.engine" in loaded and not unexpected & set(loaded)
+    import convcli
+
+    assert all(getattr(convcli, name) is not None for name in convcli.__all__)
+
+
 def test_threads_flag_caps_the_engine_threads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

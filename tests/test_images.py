@@ -755,6 +755,23 @@ def test_abs_takes_magnitudes_then_clips() -> None:
     assert clipped == 1
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "uint16"])
+@pytest.mark.parametrize("range_mode", ["clip", "abs"])
+def test_float32_results_map_as_their_float64_values_do(dtype: str, range_mode: str) -> None:
+    """float32 results are rounded in float32: the same pixels and counts as via float64."""
+    rng = np.random.default_rng(4)
+    top = np.iinfo(dtype).max
+    halves = np.arange(-3, top + 4, dtype=np.float64) + 0.5  # every tie, both ways
+    noise = rng.uniform(-2.0 * top, 2.0 * top, 300_000)  # several chunks
+    result = np.concatenate([halves, noise, [-0.0, 0.0, top, top + 0.49]]).astype(np.float32)
+    converted, clipped = to_image_dtype(result, dtype=dtype, range_mode=range_mode)
+    expected, expected_clipped = to_image_dtype(
+        result.astype(np.float64), dtype=dtype, range_mode=range_mode
+    )
+    np.testing.assert_array_equal(converted, expected)
+    assert converted.dtype == np.dtype(dtype) and clipped == expected_clipped > 0
+
+
 def test_float32_output_keeps_values() -> None:
     result = np.array([-1.5, 0.25, 1000.0, np.nan])
     converted, clipped = to_image_dtype(result, dtype="float32")
