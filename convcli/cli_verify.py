@@ -11,11 +11,8 @@ top-level group to report as one ``Error:`` line with exit status 2.
 from __future__ import annotations
 
 import json
-import math
-import os
-import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -24,51 +21,18 @@ from convcli.engine import DEFAULT_MAX_BYTES
 from convcli.errors import ConvcliError, ExitCode
 from convcli.fileio import atomic_write, check_output_path
 from convcli.images import DEFAULT_MAX_PIXELS, encode_image
-from convcli.params import BYTES
+from convcli.params import BYTES, TOLERANCE
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from convcli.verify import HeatMap
 
 # rich, the report and the verify library are imported when the command runs, not when
 # the command line starts: conv and pool need none of them.
 
-__all__ = ["Tolerance", "verify"]
+__all__ = ["verify"]
 
 #: Most worst elements ``--show`` lists per pair.
 MAX_SHOW = 10_000
-#: Width of the report when stdout is a file or a pipe.
-PIPE_WIDTH = 160
-
-
-class Tolerance(click.ParamType):  # type: ignore[type-arg, unused-ignore]
-    """A finite float >= 0."""
-
-    name = "float"
-
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> float:
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            self.fail(f"{value!r} is not a number", param, ctx)
-        if not math.isfinite(number) or number < 0:
-            self.fail(f"{value!r} must be a finite number >= 0", param, ctx)
-        return number
-
-
-def _report_console() -> Console:
-    """The report's console on stdout; wide when writing to a file or pipe.
-
-    Rich assumes 80 columns when stdout is not a terminal, which would squeeze a per-pair
-    table; a file or pipe gets room instead, unless COLUMNS says otherwise.
-    """
-    from rich.console import Console
-
-    width = None if sys.stdout.isatty() or "COLUMNS" in os.environ else PIPE_WIDTH
-    return Console(highlight=False, width=width)
 
 
 def _write_heatmap(path: Path, heatmap: HeatMap) -> None:
@@ -115,8 +79,8 @@ Examples:
 @click.command("verify", help=HELP, short_help="Compare arrays, images, folders or a dump.")
 @click.argument("actual", type=click.Path(exists=True, path_type=Path))
 @click.argument("expected", type=click.Path(exists=True, path_type=Path), required=False)
-@click.option("--rtol", type=Tolerance(), help="Relative tolerance [default: by dtype].")
-@click.option("--atol", type=Tolerance(), help="Absolute tolerance [default: by dtype].")
+@click.option("--rtol", type=TOLERANCE, help="Relative tolerance [default: by dtype].")
+@click.option("--atol", type=TOLERANCE, help="Absolute tolerance [default: by dtype].")
 @click.option(
     "--expected-layout",
     type=click.Choice(EXPECTED_LAYOUTS),
@@ -168,8 +132,7 @@ def verify(
     max_pixels: int,
 ) -> None:
     """The ``verify`` command (help text in :data:`HELP`)."""
-    from rich.console import Console
-
+    from convcli.report import stderr_console, stdout_console
     from convcli.report_verify import heatmap_note, render_comparisons
     from convcli.verify import comparisons_to_json
     from convcli.verify import verify as run_verify
@@ -204,13 +167,13 @@ def verify(
         _write_heatmap(diff_image, result.heatmap)
 
     if not quiet:
-        notes = Console(stderr=True, highlight=False)
+        notes = stderr_console()
         if as_json:
             click.echo(
                 json.dumps(comparisons_to_json(result.comparisons), indent=2, allow_nan=False)
             )
         else:
-            report = _report_console()
+            report = stdout_console()
             render_comparisons(report, result.comparisons)
             notes = report
         if diff_image is not None:

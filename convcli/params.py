@@ -73,3 +73,23 @@ class ByteSize(click.ParamType[Any, Any]):
 PAIR = PairType()
 PADDING = PaddingType()
 BYTES = ByteSize()
+
+
+class Tolerance(click.ParamType[Any, Any]):
+    """A finite float >= 0."""
+
+    name = "float"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number) or number < 0:
+            self.fail(f"{value!r} must be a finite number >= 0", param, ctx)
+        return number
+
+
+TOLERANCE = Tolerance()

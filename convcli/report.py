@@ -6,6 +6,8 @@ rich is imported by the functions that draw, not with this module: a run with ``
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,18 +27,27 @@ TABLE_ROWS = 20
 FAILURES_SHOWN = 50
 
 
-def stderr_console() -> Console:
-    """A console on stderr, so that stdout stays clean for ``-o -`` and ``--json``."""
+#: Width of tables written to a file or a pipe (rich would assume 80 columns and wrap paths).
+PIPE_WIDTH = 160
+
+
+def _console(*, stderr: bool) -> Console:
+    """A console that keeps the terminal's width, or is wide when writing to a file or pipe."""
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    stream = sys.stderr if stderr else sys.stdout
+    wide = not stream.isatty() and "COLUMNS" not in os.environ
+    return Console(stderr=stderr, highlight=False, width=PIPE_WIDTH if wide else None)
+
+
+def stderr_console() -> Console:
+    """A console on stderr, so that stdout stays clean for ``-o -`` and ``--json``."""
+    return _console(stderr=True)
 
 
 def stdout_console() -> Console:
-    """A console on stdout, for listings that are the command's main output."""
-    from rich.console import Console
-
-    return Console(highlight=False)
+    """A console on stdout, for reports and listings that are the command's main output."""
+    return _console(stderr=False)
 
 
 def presets_table(rows: Sequence[tuple[str, str, str, str]]) -> Table:
