@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -258,7 +258,6 @@ class Row:
     operation: str
     seconds: float
     clipped: int = 0
-    notes: list[str] = field(default_factory=list)
 
 
 def _image_dtype(source_dtype: np.dtype[Any], requested: str | None) -> str:
@@ -387,11 +386,7 @@ def _process_array(
         0.0,
     )
     if fmt in images.IMAGE_FORMATS or options.out_dtype is not None:
-        dtype = (
-            _image_dtype(array.dtype, options.out_dtype)
-            if fmt in images.IMAGE_FORMATS
-            else str(options.out_dtype)
-        )
+        dtype = _image_dtype(array.dtype, options.out_dtype)
         result, row.clipped = images.to_image_dtype(
             result, dtype=dtype, range_mode=options.range_mode
         )

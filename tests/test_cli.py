@@ -408,3 +408,10 @@ def test_quiet_batch_still_names_each_failure_and_all_failed_is_exit_2(tmp_path:
     result = run("pool", source, "--size", "2", "-o", tmp_path / "out", "-q", "--jobs", "1")
     assert result.exit_code == 1  # some items written, some failed
     assert (tmp_path / "out" / "c.npy").exists()
+
+
+def test_every_command_has_help_and_appears_in_the_readme() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    for name, command in main.commands.items():
+        assert command.help or command.short_help, name
+        assert f"convcli {name}" in readme, name
