@@ -138,7 +138,8 @@ def _worker_main(conn: Connection, settings: Settings, threads: int) -> None:
                 index, job = task
                 conn.send(run_item(index, job, settings))
     except (EOFError, OSError):
-        pass  # the main process went away
+        # The main process went away: nothing is left to report to, so the worker just ends.
+        return
 
 
 class _Worker:
