@@ -163,8 +163,8 @@ def output_options(command: F) -> F:
         click.option(
             "--max-bytes",
             type=BYTES,
-            default=engine.DEFAULT_MAX_BYTES,
-            show_default="4G",
+            default="4G",
+            show_default=True,
             help="Refuse arrays, outputs or scratch larger than this.",
         ),
         click.option(
@@ -472,7 +472,6 @@ def main(debug: bool) -> None:
 
 
 @main.command()
-@output_options
 @click.option(
     "-k",
     "--kernel",
@@ -500,6 +499,7 @@ def main(debug: bool) -> None:
     type=click.Choice(engine.KERNEL_LAYOUTS),
     help="Layout of 4-D .npy kernels (default OHWI).",
 )
+@output_options
 def conv(kernel_spec: str, kernel_layout: str | None, **params: Any) -> None:
     """Cross-correlate images or arrays with a kernel.
 
@@ -537,7 +537,6 @@ def conv(kernel_spec: str, kernel_layout: str | None, **params: Any) -> None:
 
 
 @main.command()
-@output_options
 @click.option("--size", required=True, type=PAIR, help="Window size K or H,W.")
 @click.option("--stride", type=PAIR, help="Stride (default: the window size).")
 @click.option(
@@ -547,7 +546,13 @@ def conv(kernel_spec: str, kernel_layout: str | None, **params: Any) -> None:
     show_default=True,
     help="N, PH,PW or T,B,L,R (each at most size // 2), valid, or same.",
 )
-@click.option("--op", type=click.Choice(["max", "avg"]), default="max", show_default=True)
+@click.option(
+    "--op",
+    type=click.Choice(["max", "avg"]),
+    default="max",
+    show_default=True,
+    help="Max or average pooling.",
+)
 @click.option("--ceil-mode", is_flag=True, help="Round the output size up (PyTorch's rule).")
 @click.option(
     "--count-include-pad/--no-count-include-pad",
@@ -562,6 +567,7 @@ def conv(kernel_spec: str, kernel_layout: str | None, **params: Any) -> None:
     show_default=True,
     help="Spacing of window taps (max pooling).",
 )
+@output_options
 def pool(
     size: Any,
     stride: Any,

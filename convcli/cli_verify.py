@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 import click
 
 from convcli.compare import EXPECTED_LAYOUTS
-from convcli.engine import DEFAULT_MAX_BYTES
 from convcli.errors import ConvcliError, ExitCode
 from convcli.fileio import atomic_write, check_output_path
 from convcli.images import DEFAULT_MAX_PIXELS, encode_image
@@ -104,8 +103,8 @@ Examples:
 @click.option(
     "--max-bytes",
     type=BYTES,
-    default=DEFAULT_MAX_BYTES,
-    show_default="4G",
+    default="4G",
+    show_default=True,
     help="Refuse arrays larger than this (4G, 512M, 1000000).",
 )
 @click.option(
