@@ -30,7 +30,7 @@ import numpy.typing as npt
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 from convcli.blocks import AxisPlan, bands, padded_block
-from convcli.threads import run_blocks
+from convcli.threads import run_blocks, single_blas_thread
 
 Array: TypeAlias = npt.NDArray[Any]
 
@@ -46,6 +46,9 @@ TILED_WEIGHTS_BYTES = 8 * 1024**2
 #: Widest patch-row product the gemm path aims for: OpenBLAS runs products with 16 columns
 #: at a fraction of its peak, 64 columns near it.
 GEMM_TARGET_COLUMNS = 64
+#: Most Python threads over gemm bands (each holds a band's patches, about ``block_bytes``).
+#: With more cores than this, the bands run one at a time on the BLAS library's threads.
+GEMM_MAX_WORKERS = 4
 
 
 @dataclass(frozen=True)
@@ -144,15 +147,14 @@ def gemm_tile(geometry: ConvGeometry) -> int:
 
 
 def conv_gemm(geometry: ConvGeometry, result: Array, block_bytes: int, threads: int) -> None:
-    """Patches times filters, one matrix product per band (BLAS uses every core itself)."""
-    del threads  # the BLAS threads each product; Python threads over it measured slower
+    """Patches times filters, one matrix product per band, the bands spread over threads."""
     if geometry.groups == 1:
-        _gemm_tiled(geometry, result, block_bytes)
+        _gemm_tiled(geometry, result, block_bytes, threads)
     else:
         _gemm_grouped(geometry, result, block_bytes)
 
 
-def _gemm_tiled(geometry: ConvGeometry, result: Array, block_bytes: int) -> None:
+def _gemm_tiled(geometry: ConvGeometry, result: Array, block_bytes: int, threads: int) -> None:
     rows, cols, bank, dtype = geometry.rows, geometry.cols, geometry.bank, geometry.dtype
     filters, kernel_h, kernel_w, channels = bank.shape
     tile = gemm_tile(geometry)
@@ -211,7 +213,15 @@ def _gemm_tiled(geometry: ConvGeometry, result: Array, block_bytes: int) -> None
             product = (patches @ matrix).reshape(count, band_rows, tiles * tile, filters)
             target[...] = product[:, :, : cols.out]
 
-    for task in bands(geometry.batch.shape[0], rows.out, row_bytes, block_bytes):
+    tasks = bands(geometry.batch.shape[0], rows.out, row_bytes, block_bytes)
+    if 2 <= min(threads, len(tasks)) <= GEMM_MAX_WORKERS:
+        # One BLAS thread per band, the bands on Python threads: OpenBLAS's own threads
+        # synchronise after every product and drift by 2x when the VM deschedules one.
+        with single_blas_thread() as single:
+            if single:
+                run_blocks(tasks, band, threads)
+                return
+    for task in tasks:
         band(task)
 
 

@@ -2,23 +2,27 @@
 
 NumPy releases the GIL inside ufunc loops, FFTs and matrix products on large arrays, so plain
 Python threads over independent row blocks use several cores without copying data between
-processes. The BLAS library has its own threads: the GEMM paths run their blocks one after
-another and let the BLAS spread each product over the cores (measured faster here than two
-Python threads over a BLAS limited to one thread each; see docs/performance.md).
+processes. The dense GEMM path runs its bands on these threads too, with NumPy's OpenBLAS
+limited to one thread for the call (:func:`single_blas_thread`): OpenBLAS's own threads
+synchronise after every product and drifted 2-4x slower whenever the VM delayed one of
+them (see docs/performance.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+import ctypes
+import glob
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from convcli.errors import ConvcliError
 
-__all__ = ["THREADS_ENV", "available_cores", "resolve_threads", "run_blocks"]
+__all__ = ["THREADS_ENV", "available_cores", "resolve_threads", "run_blocks", "single_blas_thread"]
 
 #: Environment variable capping the engine's worker threads (the `threads` argument wins).
 THREADS_ENV = "CONVCLI_THREADS"
@@ -91,3 +95,75 @@ def run_blocks(tasks: Sequence[Task], work: Callable[[Task], None], threads: int
     for error in errors:
         if error is not None:
             raise error
+
+
+#: (get, set) thread-count functions of the OpenBLAS NumPy links, names as exported by the
+#: wheels' scipy-openblas (64-bit integer build) and by plain OpenBLAS.
+_OPENBLAS_NAMES = [
+    ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+    ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
+    ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
+    ("openblas_get_num_threads", "openblas_set_num_threads"),
+]
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_saved = 0
+_blas_control: list[tuple[Any, Any] | None] = []
+
+
+def _openblas_control() -> tuple[Any, Any] | None:
+    """NumPy's OpenBLAS (get, set) thread-count functions, or None (another BLAS, no wheel)."""
+    if _blas_control:
+        return _blas_control[0]
+    import numpy
+
+    found: tuple[Any, Any] | None = None
+    root = os.path.dirname(os.path.dirname(numpy.__file__))
+    # Wheels bundle the library beside the package (numpy.libs, or numpy/.dylibs on macOS);
+    # loading the same file again returns the instance NumPy already uses.
+    candidates = glob.glob(os.path.join(root, "numpy.libs", "*openblas*"))
+    candidates += glob.glob(os.path.join(os.path.dirname(numpy.__file__), ".dylibs", "*openblas*"))
+    for path in candidates:
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for get_name, set_name in _OPENBLAS_NAMES:
+            if hasattr(library, get_name) and hasattr(library, set_name):
+                getter, setter = getattr(library, get_name), getattr(library, set_name)
+                getter.restype, getter.argtypes = ctypes.c_int, []
+                setter.restype, setter.argtypes = None, [ctypes.c_int]
+                found = (getter, setter)
+                break
+        if found is not None:
+            break
+    _blas_control.append(found)
+    return found
+
+
+@contextlib.contextmanager
+def single_blas_thread() -> Iterator[bool]:
+    """Limit NumPy's OpenBLAS to one thread inside the block; yields whether that worked.
+
+    The setting is process-wide: the first caller to enter saves the count and the last to
+    leave restores it, so overlapping calls from several threads leave it as they found it.
+    """
+    global _blas_users, _blas_saved
+    control = _openblas_control()
+    if control is None:
+        yield False
+        return
+    getter, setter = control
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_saved = int(getter())
+            if _blas_saved != 1:
+                setter(1)
+        _blas_users += 1
+    try:
+        yield True
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0 and _blas_saved != 1:
+                setter(_blas_saved)

@@ -704,3 +704,29 @@ def test_weights_and_bias_that_overflow_float32_are_refused() -> None:
         conv2d(np.ones((16, 16), np.float32), np.full((9, 9), 1e300))
     with pytest.raises(ConvcliError, match="bias overflow float32"):
         conv2d(np.ones((16, 16), np.float32), np.ones((3, 3)), bias=1e300)
+
+
+def test_gemm_bands_leave_the_blas_thread_count_as_they_found_it() -> None:
+    """The gemm path holds NumPy's OpenBLAS at one thread only while it runs, even when
+    several conv2d calls overlap on different threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from convcli import threads
+
+    control = threads._openblas_control()
+    if control is None:
+        pytest.skip("NumPy here does not bundle OpenBLAS; the gemm path keeps the BLAS threads")
+    getter, _ = control
+    before = getter()
+    with threads.single_blas_thread() as limited:
+        assert limited and getter() == 1
+    assert getter() == before
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((4, 40, 40, 3)).astype(np.float32)
+    w = rng.standard_normal((8, 5, 5, 3)).astype(np.float32)
+    expected = conv2d(x, w, padding=2, threads=1)
+    with block_bytes(20_000), ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda _: conv2d(x, w, padding=2, threads=2), range(6)))
+    assert getter() == before
+    for result in results:
+        np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-5)
