@@ -20,13 +20,8 @@ from typing import IO, Any
 import numpy as np
 import numpy.typing as npt
 
-from convcli.engine import DEFAULT_MAX_BYTES
 from convcli.errors import InputError, LimitError
-
-#: Most members an ``.npz`` may hold.
-MAX_NPZ_MEMBERS = 64
-#: Largest accepted ratio of declared to compressed size of an ``.npz`` member.
-MAX_COMPRESSION_RATIO = 1000
+from convcli.limits import DEFAULT_MAX_BYTES, MAX_COMPRESSION_RATIO, MAX_NPZ_MEMBERS
 
 Array = npt.NDArray[Any]
 
@@ -69,8 +64,12 @@ def _one_line(exc: BaseException) -> str:
     return (text[:197] + "...") if len(text) > 200 else text or type(exc).__name__
 
 
-def _read_header(handle: IO[bytes], name: str) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
-    """Read an .npy header from ``handle`` (positioned at its start) without reading data."""
+def parse_npy_header(handle: IO[bytes], name: str) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
+    """Read an .npy header (formats 1.0, 2.0 and 3.0) from ``handle`` without reading data.
+
+    Returns ``(shape, fortran_order, dtype)``; the handle is left at the start of the data.
+    The one .npy header reader: inputs, batches, verify and kernel files all use it.
+    """
     try:
         version = np.lib.format.read_magic(handle)
         if version == (1, 0):
@@ -110,7 +109,7 @@ def check_array_header(
 def _read_npy_stream(handle: IO[bytes], *, name: str, max_bytes: int, available: int) -> Array:
     """Read one .npy array from ``handle`` holding ``available`` bytes from its start."""
     start = handle.tell()
-    shape, fortran, dtype = _read_header(handle, name)
+    shape, fortran, dtype = parse_npy_header(handle, name)
     nbytes = check_array_header(shape, dtype, name=name, max_bytes=max_bytes)
     present = available - (handle.tell() - start)
     if nbytes > present:
@@ -155,7 +154,7 @@ def read_npy_header(path: Path, *, name: str, max_bytes: int = DEFAULT_MAX_BYTES
     try:
         size = path.stat().st_size
         with path.open("rb") as handle:
-            shape, fortran, dtype = _read_header(handle, name)
+            shape, fortran, dtype = parse_npy_header(handle, name)
             offset = handle.tell()
     except OSError as exc:
         raise InputError(f"{name}: cannot read: {exc.strerror or exc}") from exc

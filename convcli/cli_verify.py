@@ -19,7 +19,8 @@ import click
 from convcli.compare import EXPECTED_LAYOUTS
 from convcli.errors import ConvcliError, ExitCode
 from convcli.fileio import atomic_write, check_output_path
-from convcli.images import DEFAULT_MAX_PIXELS, encode_image
+from convcli.images import encode_image
+from convcli.limits import DEFAULT_MAX_PIXELS
 from convcli.params import BYTES, TOLERANCE
 
 if TYPE_CHECKING:

@@ -12,7 +12,6 @@ Nothing here reads files, prints or exits: trouble is a
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeAlias
@@ -21,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from convcli.errors import ConvcliError
+from convcli.validate import one_of, tolerance
 
 __all__ = [
     "CHUNK_ELEMENTS",
@@ -156,10 +156,7 @@ def _kinds_compatible(actual: np.dtype[Any], expected: np.dtype[Any]) -> bool:
 def _resolve_tolerance(value: float | None, default: float, name: str) -> float:
     if value is None:
         return default
-    number = float(value)
-    if not math.isfinite(number) or number < 0:
-        raise ConvcliError(f"{name} must be a finite number >= 0, got {value!r}")
-    return number
+    return tolerance(value, name)
 
 
 def as_nhwc(array: Array, layout: str | None) -> Array:
@@ -169,10 +166,7 @@ def as_nhwc(array: Array, layout: str | None) -> Array:
     """
     if layout is None or layout == "NHWC":
         return array
-    if layout != "NCHW":
-        raise ConvcliError(
-            f"expected_layout must be one of {', '.join(EXPECTED_LAYOUTS)}, got {layout!r}"
-        )
+    one_of(layout, EXPECTED_LAYOUTS, "expected_layout")
     if array.ndim == 4:
         return array.transpose(0, 2, 3, 1)
     if array.ndim == 3:

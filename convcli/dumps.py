@@ -23,9 +23,10 @@ import numpy.typing as npt
 from convcli import engine
 from convcli.arrays import ZIP_ERRORS, encode_npz, read_npz
 from convcli.compare import Comparison, compare_arrays
-from convcli.engine import DEFAULT_MAX_BYTES
 from convcli.errors import ConvcliError, InputError, LimitError
 from convcli.fileio import atomic_write
+from convcli.limits import DEFAULT_MAX_BYTES
+from convcli.validate import one_of, tolerance
 
 __all__ = [
     "DUMP_EXTRA_KEYS",
@@ -104,15 +105,6 @@ def _jsonable(value: Any, what: str) -> Any:
     raise ConvcliError(f"{what}: cannot store {type(value).__name__} {value!r} in JSON")
 
 
-def _check_tolerance_value(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise ConvcliError(f"{what} must be a number, got {value!r}")
-    number = float(value)
-    if not math.isfinite(number) or number < 0:
-        raise ConvcliError(f"{what} must be a finite number >= 0, got {value!r}")
-    return number
-
-
 def write_reference(
     path: Path | str,
     *,
@@ -161,8 +153,7 @@ def write_reference(
     target = Path(path)
     if target.suffix.lower() != ".npz":
         raise ConvcliError(f"{target}: a reference dump must be an .npz file")
-    if op not in OPS:
-        raise ConvcliError(f"op must be one of {', '.join(OPS)}, got {op!r}")
+    one_of(op, OPS, "op")
     allowed = OP_PARAMETERS[op]
     for key in params:
         if key not in allowed:
@@ -179,9 +170,9 @@ def write_reference(
     for key, value in params.items():
         document[key] = _jsonable(value, key)
     if rtol is not None:
-        document["rtol"] = _check_tolerance_value(rtol, "rtol")
+        document["rtol"] = tolerance(rtol, "rtol")
     if atol is not None:
-        document["atol"] = _check_tolerance_value(atol, "atol")
+        document["atol"] = tolerance(atol, "atol")
     if source is not None:
         if not isinstance(source, str):
             raise ConvcliError(f"source must be a string, got {source!r}")
@@ -238,8 +229,10 @@ def _parse_params(params: Array, name: str) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise InputError(f"{where} must be a JSON object, got {type(document).__name__}")
     op = document.get("op")
-    if op not in OPS:
-        raise InputError(f"{where}: op must be one of {', '.join(OPS)}, got {op!r}")
+    try:
+        op = one_of(op, OPS, "op")
+    except ConvcliError as exc:
+        raise InputError(f"{where}: {exc}") from None
     allowed = ("op", *OP_PARAMETERS[op], *DUMP_EXTRA_KEYS)
     for key in document:
         if key not in allowed:
@@ -286,7 +279,7 @@ def read_reference(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Referen
     for key in ("rtol", "atol"):
         value = document.pop(key, None)
         try:
-            tolerances[key] = None if value is None else _check_tolerance_value(value, key)
+            tolerances[key] = None if value is None else tolerance(value, key)
         except ConvcliError as exc:
             raise InputError(f"{name}: member 'params': {exc}") from exc
     source = document.pop("source", None)

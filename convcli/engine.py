@@ -33,7 +33,9 @@ from convcli.convpaths import (
     fft_plan,
 )
 from convcli.errors import ConvcliError, LimitError
+from convcli.limits import DEFAULT_MAX_BYTES
 from convcli.threads import THREADS_ENV, resolve_threads, run_blocks
+from convcli.validate import no_empty_dimension, one_of
 
 __all__ = [
     "CONV_PATHS",
@@ -57,8 +59,6 @@ LAYOUTS = ("NHWC", "NCHW")
 KERNEL_LAYOUTS = ("OHWI", "OIHW", "HWIO")
 #: Padding modes, with PyTorch's names and meanings.
 PAD_MODES = ("zeros", "reflect", "replicate", "circular")
-#: Default cap on the bytes of an output or of the scratch memory of one block.
-DEFAULT_MAX_BYTES = 4 * 1024**3
 #: Bytes of unfolded patches (or padded rows, for pooling) one block aims for.
 BLOCK_BYTES = 4 * 1024**2
 #: Ways conv2d can compute (convcli.convpaths); ``choose_conv_path`` picks one.
@@ -107,8 +107,7 @@ def _compute_dtype(x: Array, name: str = "input") -> np.dtype[Any]:
 
 
 def _check_layout(layout: str) -> None:
-    if layout not in LAYOUTS:
-        raise ConvcliError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    one_of(layout, LAYOUTS, "layout")
 
 
 def _to_nhwc(x: Array, layout: str) -> Array:
@@ -254,9 +253,7 @@ def _filters_ohwi(
     elif kernel_layout == "HWIO":
         bank = weights.transpose(3, 0, 1, 2)
     else:
-        raise ConvcliError(
-            f"kernel_layout must be one of {', '.join(KERNEL_LAYOUTS)}, got {kernel_layout!r}"
-        )
+        one_of(kernel_layout, KERNEL_LAYOUTS, "kernel_layout")
     filters, _, _, per_group = bank.shape
     if channels % groups or filters % groups:
         raise ConvcliError(
@@ -290,8 +287,7 @@ def _conv_geometry(
     dtype = _compute_dtype(source)
     batch = _to_nhwc(source, layout)
     count, height, width, channels = batch.shape
-    if min(batch.shape) < 1:
-        raise ConvcliError(f"input has an empty dimension: shape {source.shape}")
+    no_empty_dimension(source.shape, "input")
 
     kernel = np.asarray(weights)
     _compute_dtype(kernel, "weights")
@@ -320,8 +316,7 @@ def _conv_geometry(
 
     stride_hw = _pair(stride, "stride")
     dilation_hw = _pair(dilation, "dilation")
-    if pad_mode not in PAD_MODES:
-        raise ConvcliError(f"pad_mode must be one of {', '.join(PAD_MODES)}, got {pad_mode!r}")
+    one_of(pad_mode, PAD_MODES, "pad_mode")
     extent = (dilation_hw[0] * (kernel_h - 1) + 1, dilation_hw[1] * (kernel_w - 1) + 1)
     top, bottom, left, right = resolve_padding(padding, (height, width), extent, stride_hw)
     for axis, n, pads in (("height", height, (top, bottom)), ("width", width, (left, right))):
@@ -651,8 +646,7 @@ def max_pool2d(
     source = np.asarray(x)
     batch = _to_nhwc(source, layout)
     _compute_dtype(source)
-    if min(batch.shape) < 1:
-        raise ConvcliError(f"input has an empty dimension: shape {source.shape}")
+    no_empty_dimension(source.shape, "input")
     rows, cols, _ = _pool_plans(batch, size, stride, padding, dilation, ceil_mode, max_bytes)
     result = _pool(batch, rows, cols, reduce="max", max_bytes=max_bytes, threads=threads)
     return _from_nhwc(result, source.ndim, layout)
@@ -680,8 +674,7 @@ def avg_pool2d(
     source = np.asarray(x)
     batch = _to_nhwc(source, layout)
     _compute_dtype(source)
-    if min(batch.shape) < 1:
-        raise ConvcliError(f"input has an empty dimension: shape {source.shape}")
+    no_empty_dimension(source.shape, "input")
     rows, cols, pads = _pool_plans(batch, size, stride, padding, 1, ceil_mode, max_bytes)
     _, height, width, _ = batch.shape
     top, bottom, left, right = pads

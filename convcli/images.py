@@ -50,8 +50,8 @@ from convcli.decoding import (
     decoder_errors,
     reason,
 )
-from convcli.engine import DEFAULT_MAX_BYTES
 from convcli.errors import ConvcliError, InputError, join_or
+from convcli.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from convcli.pillow_decode import decode_pillow, pillow_open, pillow_plan
 from convcli.pixels import OUT_DTYPES, RANGE_MODES, merge_alpha, split_alpha, to_image_dtype
 from convcli.png import PNG_SIGNATURE, encode_png
@@ -90,8 +90,6 @@ IMAGE_FORMATS: Final[dict[str, tuple[str, ...]]] = {
     "gif": (".gif",),
     "webp": (".webp",),
 }
-#: Largest image read by default, in pixels: Pillow's own decompression-bomb limit.
-DEFAULT_MAX_PIXELS: Final = 89_478_485
 #: JPEG and WebP quality when none is given.
 DEFAULT_QUALITY: Final = 95
 #: zlib level of TIFF output and of the PNG pieces deflated with zlib's default strategy

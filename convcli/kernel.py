@@ -16,6 +16,7 @@ import numpy.typing as npt
 
 from convcli.engine import KERNEL_LAYOUTS
 from convcli.errors import KernelError
+from convcli.validate import one_of
 
 __all__ = ["OPTION_KEYS", "RANKS", "FloatArray", "Kernel", "format_number", "read_only"]
 
@@ -60,8 +61,7 @@ class Kernel:
         weights = read_only(np.array(self.weights, dtype=np.float64))
         if not 2 <= weights.ndim <= 4:
             raise KernelError(f"{RANKS}, got shape {weights.shape}")
-        if self.layout not in KERNEL_LAYOUTS:
-            raise KernelError(f"layout must be one of {', '.join(KERNEL_LAYOUTS)}: {self.layout!r}")
+        one_of(self.layout, KERNEL_LAYOUTS, "layout", error=KernelError)
         unknown = sorted(set(self.options) - set(OPTION_KEYS))
         if unknown:
             raise KernelError(f"unknown kernel options {unknown} (expected {OPTION_KEYS})")

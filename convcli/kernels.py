@@ -23,25 +23,25 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any, BinaryIO, TypeGuard
+from typing import Any, TypeGuard
 
 import numpy as np
 
-from convcli.arrays import HEADER_ERRORS
+from convcli.arrays import HEADER_ERRORS, parse_npy_header
 from convcli.engine import KERNEL_LAYOUTS, PAD_MODES
 from convcli.errors import ConvcliError, KernelError, LimitError
 from convcli.kernel import OPTION_KEYS, RANKS, FloatArray, Kernel
+from convcli.limits import (
+    MAX_INT_DIGITS,
+    MAX_JSON_DEPTH,
+    MAX_KERNEL_FILE_BYTES,
+    MAX_KERNEL_WEIGHTS,
+)
 from convcli.presets import PRESETS, preset_kernel
+from convcli.validate import one_of
 
-MAX_KERNEL_FILE_BYTES = 16 * 1024 * 1024
-MAX_KERNEL_WEIGHTS = 1_000_000
 #: Every key a JSON kernel object may have.
 JSON_KEYS = ("weights", "layout", "bias", "scale", "normalize", *OPTION_KEYS, "name", "description")
-#: Deeper JSON is refused before parsing (json.loads would hit the recursion limit); a 4-D
-#: kernel in an object needs 5 levels.
-MAX_JSON_DEPTH = 64
-#: Longer JSON integers are refused before int() (Python refuses over 4300 digits anyway).
-MAX_INT_DIGITS = 400
 
 _FLOAT_MAX = float(np.finfo(np.float64).max)
 
@@ -385,10 +385,8 @@ def parse_kernel_json(
     LimitError
         More than ``max_weights`` weights.
     """
-    if kernel_layout is not None and kernel_layout not in KERNEL_LAYOUTS:
-        raise KernelError(
-            f"kernel_layout must be one of {', '.join(KERNEL_LAYOUTS)}: {kernel_layout!r}"
-        )
+    if kernel_layout is not None:
+        one_of(kernel_layout, KERNEL_LAYOUTS, "kernel_layout", error=KernelError)
     data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
     try:
         document = _decode_json(data)
@@ -414,17 +412,6 @@ def _check_size_limit(path: str, max_file_bytes: int) -> None:
         raise LimitError(
             f"{path}: kernel file is {size:,} bytes, over the limit {max_file_bytes:,}"
         )
-
-
-def _read_npy_header(handle: BinaryIO, name: str) -> tuple[tuple[int, ...], np.dtype[Any]]:
-    version = np.lib.format.read_magic(handle)
-    if version == (1, 0):
-        shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
-    elif version == (2, 0):
-        shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
-    else:  # 3.0 only differs for structured dtypes with non-Latin-1 field names
-        raise KernelError(f"{name}: unsupported .npy format version {version[0]}.{version[1]}")
-    return shape, dtype
 
 
 def _check_npy_header(
@@ -467,17 +454,18 @@ def load_npy_kernel(
     """
     name = os.fspath(path)
     layout = kernel_layout or "OHWI"
-    if layout not in KERNEL_LAYOUTS:
-        raise KernelError(f"kernel_layout must be one of {', '.join(KERNEL_LAYOUTS)}: {layout!r}")
+    one_of(layout, KERNEL_LAYOUTS, "kernel_layout", error=KernelError)
     _check_size_limit(name, max_file_bytes)
     try:
         with open(name, "rb") as handle:
-            shape, dtype = _read_npy_header(handle, name)
+            shape, _, dtype = parse_npy_header(handle, name)
             _check_npy_header(name, shape, dtype, max_weights)
             handle.seek(0)
             array = np.lib.format.read_array(handle, allow_pickle=False)
-    except ConvcliError:
+    except (KernelError, LimitError):
         raise
+    except ConvcliError as error:  # the shared .npy header reader's complaint
+        raise KernelError(str(error)) from None
     except OSError as error:
         raise KernelError(f"{name}: cannot read: {error.strerror or error}") from None
     except HEADER_ERRORS as error:  # numpy's complaints about a corrupt header or short data

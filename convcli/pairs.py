@@ -12,9 +12,9 @@ import numpy.typing as npt
 
 from convcli.arrays import read_npy, read_npz
 from convcli.compare import Comparison, compare_arrays, missing_comparison
-from convcli.engine import DEFAULT_MAX_BYTES
 from convcli.errors import InputError
-from convcli.images import DEFAULT_MAX_PIXELS, format_from_path, read_image
+from convcli.images import format_from_path, read_image
+from convcli.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 
 __all__ = ["Pair", "compare_pair", "compare_paths", "iter_pairs"]
 

@@ -20,9 +20,8 @@ import numpy.typing as npt
 
 from convcli.compare import Comparison, as_nhwc
 from convcli.dumps import dump_tolerances, read_reference, recompute
-from convcli.engine import DEFAULT_MAX_BYTES
 from convcli.errors import ConvcliError
-from convcli.images import DEFAULT_MAX_PIXELS
+from convcli.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from convcli.pairs import Pair, compare_pair, iter_pairs
 
 __all__ = ["HeatMap", "Verification", "comparisons_to_json", "diff_heatmap", "verify"]
