@@ -166,20 +166,42 @@ def read_npy_header(path: Path, *, name: str, max_bytes: int = DEFAULT_MAX_BYTES
     return NpyHeader(shape, fortran, dtype, offset, nbytes)
 
 
-def open_npy(path: Path, header: NpyHeader) -> np.memmap[Any, Any]:
-    """Map a checked .npy file's data read-only (see :func:`read_npy_header`).
+def iter_npy_slices(
+    path: Path, header: NpyHeader, per_slice: int, *, name: str
+) -> Iterator[tuple[int, Array]]:
+    """Yield ``(start, array[start : start + per_slice])`` of a C-order .npy, read explicitly.
 
-    Pages are read as slices are touched, so walking a large batch along its first axis
-    keeps only the current slice in memory. The header must describe some data (nbytes > 0).
+    Each slice is read with ``readinto`` into its own buffer, not through a memory map: a file
+    that shrinks while it is read (another process truncating it) raises :class:`InputError`
+    instead of killing the process with SIGBUS, and memory holds one slice, never the pages
+    of the slices before it. ``header`` comes from :func:`read_npy_header`.
+
+    Raises:
+        InputError: the file cannot be read, or ends before the data its header declares.
     """
-    return np.memmap(
-        path,
-        dtype=header.dtype,
-        mode="r",
-        offset=header.offset,
-        shape=header.shape,
-        order="F" if header.fortran else "C",
-    )
+    if header.fortran:
+        raise InputError(f"{name}: a Fortran-order .npy cannot be read in slices along N")
+    count = header.shape[0]
+    sample_bytes = header.nbytes // count if count else 0
+    try:
+        with path.open("rb") as handle:
+            handle.seek(header.offset)
+            for start in range(0, count, per_slice):
+                rows = min(per_slice, count - start)
+                chunk: Array = np.empty((rows, *header.shape[1:]), dtype=header.dtype)
+                view = chunk.data.cast("B")
+                filled = 0
+                while filled < rows * sample_bytes:
+                    got = handle.readinto(view[filled:])
+                    if not got:
+                        raise InputError(
+                            f"{name}: truncated while being read (the file shrank to "
+                            f"{header.offset + start * sample_bytes + filled:,} bytes)"
+                        )
+                    filled += got
+                yield start, chunk
+    except OSError as exc:
+        raise InputError(f"{name}: cannot read: {exc.strerror or exc}") from exc
 
 
 def _unsafe_member_name(member: str) -> str | None:

@@ -1,33 +1,33 @@
-"""The ``convcli`` command line: parse flags, call the library, render, map errors to exit codes.
+"""The ``convcli`` command group and its error boundary: the one way a run ends.
 
-One error boundary (:class:`ConvcliGroup`) turns library errors into a single ``Error:`` line
-and exit code 2, Ctrl-C into exit 130 and a closed pipe into a quiet exit; ``--debug`` shows
-the traceback instead.
+:class:`ConvcliGroup` turns library errors into a single ``Error:`` line and exit code 2,
+Ctrl-C into exit 130, SIGTERM and SIGHUP into 143 and 129 (after the same cleanup), and a
+closed pipe into a quiet 141; ``--debug`` shows the traceback instead. The commands live in
+:mod:`convcli.cli_run` (conv, pool), :mod:`convcli.cli_verify` and below (kernels).
 """
 
 from __future__ import annotations
 
-import json
 import os
+import signal
 import sys
-import textwrap
-import time
-from collections.abc import Callable
-from contextlib import closing
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any, NoReturn
 
 import click
 
-from convcli import batch, engine, images, kernels, pipeline, presets, report, threads
+from convcli import presets, report
+from convcli.cli_run import conv, pool
 from convcli.cli_verify import verify
-from convcli.errors import ConvcliError, ExitCode, one_line
-from convcli.fileio import BrokenPipe, atomic_write, check_output_path, write_stdout
-from convcli.params import BYTES, PADDING, PAIR
+from convcli.errors import ConvcliError, ExitCode, Terminated, one_line
+from convcli.fileio import BrokenPipe
 from convcli.quiet import library_noise_silenced
 
-F = TypeVar("F", bound=Callable[..., Any])
+#: Signals that end a run the way Ctrl-C does (cleanup first), and the exit code of each.
+TERMINATING = {signal.SIGTERM: ExitCode.TERMINATED, signal.SIGHUP: ExitCode.HANGUP}
 
 
 class CommandError(click.ClickException):
@@ -48,9 +48,60 @@ def _quiet_exit(code: int) -> NoReturn:
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-    except OSError:
+    except (OSError, AttributeError, ValueError):
         pass
     raise SystemExit(code)
+
+
+def _closed_standard_streams() -> set[int]:
+    """Put /dev/null on standard descriptors the caller closed (``<&-``, ``>&-``, ``2>&-``).
+
+    Otherwise the next file opened would take descriptor 1 or 2, and a report or an error
+    line would be written into an output image. Python leaves ``sys.stdout`` (and the
+    others) None for a closed descriptor; a text stream on /dev/null stands in for those,
+    so writing a report there is harmless and the commands check the returned set instead.
+    """
+    closed: set[int] = set()
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            closed.add(fd)
+            stand_in = os.open(os.devnull, os.O_RDWR)
+            if stand_in != fd:
+                os.dup2(stand_in, fd)
+                os.close(stand_in)
+    if sys.stdout is None:
+        sys.stdout = open(os.devnull, "w")  # lives as long as the process
+        closed.add(1)
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")
+        closed.add(2)
+    if sys.stdin is None:
+        closed.add(0)
+    return closed
+
+
+@contextmanager
+def _signals_end_the_run() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise :class:`Terminated` in the main thread, as Ctrl-C does.
+
+    So ``timeout``, a job scheduler or a closed terminal unwind the run through the same
+    cleanup: temporary files removed, worker processes stopped.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_terminated(signum: int, frame: FrameType | None) -> None:
+        raise Terminated(signum)
+
+    previous = {number: signal.signal(number, raise_terminated) for number in TERMINATING}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 class ConvcliGroup(click.Group):
@@ -58,16 +109,21 @@ class ConvcliGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         debug = bool(ctx.params.get("debug"))
+        ctx.meta["convcli.closed"] = _closed_standard_streams()
         try:
-            with library_noise_silenced(debug):
+            with _signals_end_the_run(), library_noise_silenced(debug):
                 return super().invoke(ctx)
         except (BrokenPipe, BrokenPipeError):
-            _quiet_exit(141)  # 128 + SIGPIPE, what `cat` reports when `head` stops reading
+            _quiet_exit(ExitCode.BROKEN_PIPE)
         except KeyboardInterrupt:
             if debug:
                 raise
             click.echo("Interrupted.", err=True)
             raise SystemExit(ExitCode.INTERRUPTED) from None
+        except Terminated as stop:
+            name = signal.Signals(stop.signum).name
+            click.echo(f"Error: stopped by {name}; no partial output left", err=True)
+            raise SystemExit(TERMINATING[signal.Signals(stop.signum)]) from None
         except ConvcliError as error:
             if debug:
                 raise
@@ -93,368 +149,6 @@ class ConvcliGroup(click.Group):
             ) from error
 
 
-# --------------------------------------------------------------------------- shared options
-
-
-def output_options(command: F) -> F:
-    """Options shared by conv and pool: inputs, outputs, images, limits, reports."""
-    decorators = [
-        click.argument("inputs", nargs=-1, required=True, metavar="INPUT..."),
-        click.option(
-            "-o",
-            "--output",
-            required=True,
-            metavar="PATH",
-            help="Output file, folder (several inputs or a folder input), or - for stdout.",
-        ),
-        click.option(
-            "--format",
-            "output_format",
-            type=click.Choice(pipeline.ALL_FORMATS),
-            help="Output format for stdout and folders (default: the input's).",
-        ),
-        click.option(
-            "--layout",
-            type=click.Choice(engine.LAYOUTS),
-            default="NHWC",
-            show_default=True,
-            help="Layout of array inputs (images are HWC).",
-        ),
-        click.option(
-            "--range",
-            "range_mode",
-            type=click.Choice(images.RANGE_MODES),
-            default="clip",
-            show_default=True,
-            help="How float results map back to integer images.",
-        ),
-        click.option(
-            "--out-dtype",
-            type=click.Choice(images.OUT_DTYPES),
-            help="Output dtype (default: the input image's).",
-        ),
-        click.option(
-            "--quality", type=click.IntRange(1, 100), help="JPEG/WebP quality (default 95)."
-        ),
-        click.option(
-            "--filter-alpha",
-            is_flag=True,
-            help="Filter the alpha channel too (default: it passes through).",
-        ),
-        click.option("--overwrite", is_flag=True, help="Replace existing outputs."),
-        click.option(
-            "--skip-existing",
-            is_flag=True,
-            help="Leave existing outputs alone and process the rest (resume).",
-        ),
-        click.option(
-            "--glob",
-            "pattern",
-            metavar="PATTERN",
-            help="Only files in folders matching this glob (e.g. '*.png').",
-        ),
-        click.option(
-            "-j",
-            "--jobs",
-            type=click.IntRange(min=1),
-            metavar="N",
-            help="Worker processes for several inputs (default: one per core; 1: this process).",
-        ),
-        click.option(
-            "--max-bytes",
-            type=BYTES,
-            default="4G",
-            show_default=True,
-            help="Refuse arrays, outputs or scratch larger than this.",
-        ),
-        click.option(
-            "--max-pixels",
-            type=click.IntRange(min=1),
-            default=images.DEFAULT_MAX_PIXELS,
-            show_default=True,
-            help="Refuse images with more pixels (read from the header).",
-        ),
-        click.option(
-            "--threads",
-            type=click.IntRange(min=1),
-            help=f"Threads for one computation (default: ${threads.THREADS_ENV}, else the "
-            "number of cores).",
-        ),
-        click.option("-q", "--quiet", is_flag=True, help="Print no tables; errors only."),
-        click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout."),
-    ]
-    for decorator in reversed(decorators):
-        command = decorator(command)
-    return command
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """The parsed output options of one conv/pool invocation."""
-
-    inputs: tuple[str, ...]
-    output: str
-    output_format: str | None
-    layout: str
-    range_mode: str
-    out_dtype: str | None
-    quality: int | None
-    filter_alpha: bool
-    overwrite: bool
-    skip_existing: bool
-    pattern: str | None
-    jobs: int | None
-    threads: int | None
-    max_bytes: int
-    max_pixels: int
-    quiet: bool
-    as_json: bool
-
-    def output_options(self, fmt: str) -> pipeline.OutputOptions:
-        return pipeline.OutputOptions(
-            format=fmt,
-            layout=self.layout,
-            range_mode=self.range_mode,
-            out_dtype=self.out_dtype,
-            quality=self.quality,
-            filter_alpha=self.filter_alpha,
-            max_bytes=self.max_bytes,
-        )
-
-
-def _run_options(params: dict[str, Any]) -> RunOptions:
-    names = RunOptions.__dataclass_fields__
-    options = RunOptions(**{name: params.pop(name) for name in names})
-    if options.overwrite and options.skip_existing:
-        raise click.UsageError("--overwrite and --skip-existing exclude each other")
-    if options.as_json and options.output == "-":
-        raise click.UsageError("--json and -o - both want stdout; choose one")
-    return options
-
-
-# --------------------------------------------------------------------------- running
-
-
-def _row_json(row: pipeline.Row) -> dict[str, Any]:
-    return {
-        "input": row.name,
-        "shape_in": list(row.shape_in),
-        "shape_out": list(row.shape_out),
-        "dtype_in": row.dtype_in,
-        "dtype_out": row.dtype_out,
-        "operation": row.operation,
-        "seconds": round(row.seconds, 6),
-        "clipped": row.clipped,
-    }
-
-
-def _file_format(path: Path, requested: str | None) -> str:
-    fmt = pipeline.format_of(path)
-    if fmt is None:
-        if requested is not None:
-            return requested
-        raise CommandError(
-            f"{path}: cannot tell the output format from {path.suffix or 'no extension'!r}; "
-            f"use one of {', '.join(pipeline.ALL_FORMATS)} or --format"
-        )
-    if requested is not None and requested != fmt:
-        raise CommandError(f"{path}: --format {requested} contradicts the extension {path.suffix}")
-    return fmt
-
-
-def _run_single(options: RunOptions, operation: pipeline.Operation) -> list[pipeline.Row]:
-    """One input (a file or stdin) to one output (a file, a folder or stdout)."""
-    name = options.inputs[0]
-    source_path = None if name == "-" else Path(name)
-    if source_path is not None and not source_path.exists():
-        raise ConvcliError(f"{name}: no such file")
-    to_stdout = options.output == "-"
-    target: Path | None = None
-    fmt: str | None = None
-    if not to_stdout:
-        target = Path(options.output)
-        if target.is_dir():
-            if source_path is None:
-                raise CommandError("-o is a folder; name the output file for stdin input")
-            fmt = batch.output_format(source_path, options.output_format)
-            relative = Path(source_path.name)
-            if options.output_format is not None:
-                relative = relative.with_suffix(batch.extension(fmt))
-            target = target / relative
-        else:
-            fmt = _file_format(target, options.output_format)
-        inputs = (source_path,) if source_path is not None else ()
-        if options.skip_existing and target.exists():
-            return []
-        check_output_path(target, inputs=inputs, overwrite=options.overwrite)
-    if source_path is not None and target is not None and fmt == "npy":
-        # a large (N, ...) .npy goes through in chunks, so memory does not grow with N
-        job = batch.Job(str(source_path), str(target), fmt)
-        chunked_rows = batch.process_npy_chunks(job, _settings(options, operation))
-        if chunked_rows is not None:
-            return chunked_rows
-    if source_path is None:
-        data = pipeline.read_stdin(sys.stdin.buffer, max_bytes=options.max_bytes)
-        source = pipeline.read_source(
-            None, data=data, max_bytes=options.max_bytes, max_pixels=options.max_pixels
-        )
-    else:
-        source = pipeline.read_source(
-            source_path, max_bytes=options.max_bytes, max_pixels=options.max_pixels
-        )
-    if fmt is None:
-        fmt = options.output_format or source.format
-    payload, rows = pipeline.process(source, operation, options.output_options(fmt))
-    if target is None:
-        write_stdout(payload)
-    else:
-        atomic_write(target, payload)
-    return rows
-
-
-def _settings(options: RunOptions, operation: pipeline.Operation) -> batch.Settings:
-    # each job brings its own format; "npy" only fills the field
-    return batch.Settings(operation, options.output_options("npy"), options.max_pixels)
-
-
-def _run_batch(
-    options: RunOptions,
-    operation: pipeline.Operation,
-    summary: report.Summary,
-    json_items: _JsonItems | None,
-) -> tuple[list[pipeline.Row], int]:
-    """Several inputs or folders into an output folder; a failing item costs only itself.
-
-    Results stream in from the workers: the rows of the first :data:`report.TABLE_ROWS` jobs
-    are kept for the table, later ones only counted (and streamed to ``--json``), so memory
-    does not grow with the batch. Returns the kept rows and how many rows were not kept.
-    """
-    from convcli import workers  # multiprocessing: batches only
-
-    if "-" in options.inputs:
-        raise CommandError("- (stdin) cannot be combined with other inputs")
-    if options.output == "-":
-        raise CommandError("several inputs need -o FOLDER, not -o -")
-    output_dir = Path(options.output)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise CommandError(f"{output_dir}: several inputs need -o to be a folder, not a file")
-    plan = batch.plan_batch(
-        [Path(name) for name in options.inputs],
-        output_dir,
-        requested_format=options.output_format,
-        pattern=options.pattern,
-    )
-    summary.ignored = plan.ignored
-    jobs = plan.jobs
-    if options.skip_existing:
-        existing = set(batch.existing_outputs(jobs))
-        summary.skipped = len(existing)
-        jobs = [job for job in jobs if job not in existing]
-        del existing
-    elif not options.overwrite:
-        batch.refuse_existing(jobs)
-    del plan
-    console = report.stderr_console()
-    show_progress = not (options.quiet or options.as_json) and console.is_terminal
-    kept: list[tuple[int, pipeline.Row]] = []
-    not_kept = 0
-    failures: list[tuple[int, str, str]] = []
-    processes = workers.worker_count(options.jobs, len(jobs))
-    results = workers.run_jobs(jobs, _settings(options, operation), workers=processes)
-    with (
-        closing(results),
-        report.progress(len(jobs), console=console, enabled=show_progress) as advance,
-    ):
-        for result in results:
-            advance()
-            if result.error is not None:
-                failures.append((result.index, result.source, result.error))
-                continue
-            summary.processed += 1
-            if json_items is not None:
-                json_items.add(result.rows)
-            if result.index < report.TABLE_ROWS:
-                kept.extend((result.index, row) for row in result.rows)
-            else:
-                not_kept += len(result.rows)
-    summary.failed = [(source, error) for _, source, error in sorted(failures)]
-    return [row for _, row in sorted(kept, key=lambda item: item[0])], not_kept
-
-
-class _JsonItems:
-    """``--json``: items are written as they finish, then the summary, so nothing piles up.
-
-    The document is ``{"items": [...], "summary": {...}}``; with several workers the items
-    come in the order they finished (each names its input).
-    """
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def add(self, rows: list[pipeline.Row]) -> None:
-        for row in rows:
-            opening = ",\n" if self.count else '{\n  "items": [\n'
-            _echo(opening + textwrap.indent(json.dumps(_row_json(row), indent=2), "    "))
-            self.count += 1
-
-    def finish(self, summary: dict[str, Any]) -> None:
-        opening = "\n  ],\n" if self.count else '{\n  "items": [],\n'
-        closing_ = textwrap.indent(json.dumps(summary, indent=2), "  ").lstrip()
-        _echo(f'{opening}  "summary": {closing_}\n}}\n')
-
-
-def _echo(text: str) -> None:
-    try:
-        click.echo(text, nl=False)
-    except BrokenPipeError as error:
-        raise BrokenPipe() from error
-
-
-def _run(options: RunOptions, operation: pipeline.Operation) -> None:
-    started = time.perf_counter()
-    if options.threads is not None:
-        # The engine and the worker processes both read it; the flag wins over the variable.
-        os.environ[threads.THREADS_ENV] = str(options.threads)
-    summary = report.Summary()
-    single = len(options.inputs) == 1 and (
-        options.inputs[0] == "-" or not Path(options.inputs[0]).is_dir()
-    )
-    json_items = _JsonItems() if options.as_json else None
-    not_kept = 0
-    if single:
-        rows = _run_single(options, operation)
-        if rows:
-            summary.processed = 1
-        else:
-            summary.skipped = 1  # --skip-existing found the output
-        if json_items is not None:
-            json_items.add(rows)
-    else:
-        rows, not_kept = _run_batch(options, operation, summary, json_items)
-    summary.seconds = time.perf_counter() - started
-    if json_items is not None:
-        json_items.finish(summary.to_json())
-    elif not options.quiet:
-        console = report.stderr_console()
-        if rows:
-            console.print(report.rows_table(rows, more=not_kept))
-        if not single or summary.skipped:
-            console.print(report.summary_table(summary))
-        if summary.failed:
-            console.print(report.failures_table(summary.failed))
-    else:
-        for source, reason in summary.failed:
-            # -q drops the tables, not the errors: one line per failed item.
-            named = reason if reason.startswith(source) else f"{source}: {reason}"
-            click.echo(f"Error: {one_line(named)}", err=True)
-    if summary.failed:
-        # Some items written: "some items failed" (1); none at all: nothing could be done (2).
-        raise SystemExit(ExitCode.DIFFERENCES if summary.processed else ExitCode.TROUBLE)
-
-
-# --------------------------------------------------------------------------- commands
-
-
 @click.group(cls=ConvcliGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="convcli")
 @click.option("--debug", is_flag=True, help="Show Python tracebacks instead of Error: lines.")
@@ -469,137 +163,6 @@ def main(debug: bool) -> None:
       convcli verify dump.npz
       convcli kernels
     """
-
-
-@main.command()
-@click.option(
-    "-k",
-    "--kernel",
-    "kernel_spec",
-    required=True,
-    metavar="KERNEL",
-    help="A JSON kernel file, a .npy filter bank, or a preset NAME[:key=value,...].",
-)
-@click.option("--stride", type=PAIR, help="Stride N or H,W (default 1).")
-@click.option(
-    "--padding",
-    type=PADDING,
-    help="same (TensorFlow's rule), valid, N, PH,PW or T,B,L,R (default same).",
-)
-@click.option(
-    "--pad-mode", type=click.Choice(engine.PAD_MODES), help="What padding holds (default zeros)."
-)
-@click.option("--dilation", type=PAIR, help="Dilation N or H,W (default 1).")
-@click.option("--groups", type=click.IntRange(min=1), help="Grouped convolution (default 1).")
-@click.option(
-    "--flip/--no-flip", default=None, help="Rotate the kernel 180 degrees (true convolution)."
-)
-@click.option(
-    "--kernel-layout",
-    type=click.Choice(engine.KERNEL_LAYOUTS),
-    help="Layout of 4-D .npy kernels (default OHWI).",
-)
-@output_options
-def conv(kernel_spec: str, kernel_layout: str | None, **params: Any) -> None:
-    """Cross-correlate images or arrays with a kernel.
-
-    INPUT is an image (PNG, JPEG, TIFF, BMP, GIF, WebP), a .npy or .npz array, a folder, or -
-    for stdin. Operation defaults come from the kernel file, then: stride 1, padding same,
-    pad-mode zeros, dilation 1. Arrays are (N,H,W,C), (H,W,C) or (H,W) in --layout.
-
-    \b
-    Examples:
-      convcli conv photo.jpg -k sharpen -o sharp.jpg
-      convcli conv photo.png -k sobel-x --range abs -o edges.png
-      convcli conv a.png -k gaussian:size=7,sigma=1.5 -o - --format png | convcli pool - \\
-          --size 2 -o - --format png > small.png
-      convcli conv batch.npy -k filters.npy --kernel-layout OIHW --layout NCHW -o out.npy
-    """
-    options = _run_options(params)
-    kernel = kernels.load_kernel(kernel_spec, kernel_layout=kernel_layout)
-    settings = dict(kernel.options)
-    for key in ("stride", "padding", "pad_mode", "dilation", "groups", "flip"):
-        if params.get(key) is not None:
-            settings[key] = params[key]
-    operation = pipeline.Convolution(
-        weights=kernel.weights,
-        bias=kernel.bias,
-        kernel_layout=kernel.layout,
-        kernel_name=kernel.name or Path(kernel_spec).stem,
-        stride=settings.get("stride", 1),
-        padding=settings.get("padding", "same"),
-        dilation=settings.get("dilation", 1),
-        groups=settings.get("groups", 1),
-        pad_mode=settings.get("pad_mode", "zeros"),
-        flip=bool(settings.get("flip", False)),
-    )
-    _run(options, operation)
-
-
-@main.command()
-@click.option("--size", required=True, type=PAIR, help="Window size K or H,W.")
-@click.option("--stride", type=PAIR, help="Stride (default: the window size).")
-@click.option(
-    "--padding",
-    type=PADDING,
-    default="0",
-    show_default=True,
-    help="N, PH,PW or T,B,L,R (each at most size // 2), valid, or same.",
-)
-@click.option(
-    "--op",
-    type=click.Choice(["max", "avg"]),
-    default="max",
-    show_default=True,
-    help="Max or average pooling.",
-)
-@click.option("--ceil-mode", is_flag=True, help="Round the output size up (PyTorch's rule).")
-@click.option(
-    "--count-include-pad/--no-count-include-pad",
-    default=True,
-    show_default=True,
-    help="Average pooling: count padding in the divisor.",
-)
-@click.option(
-    "--dilation",
-    type=PAIR,
-    default="1",
-    show_default=True,
-    help="Spacing of window taps (max pooling).",
-)
-@output_options
-def pool(
-    size: Any,
-    stride: Any,
-    padding: Any,
-    op: str,
-    ceil_mode: bool,
-    count_include_pad: bool,
-    dilation: Any,
-    **params: Any,
-) -> None:
-    """Max or average pooling of images or arrays.
-
-    Inputs and outputs as for conv. The output size per axis is
-    floor((in + pads - dilation*(size-1) - 1) / stride) + 1, or ceil with --ceil-mode.
-
-    \b
-    Examples:
-      convcli pool photo.png --size 2 -o half.png
-      convcli pool acts.npy --size 3 --stride 2 --padding 1 --ceil-mode -o pooled.npy
-      convcli pool acts.npy --size 2 --op avg --padding same --no-count-include-pad -o tf.npy
-    """
-    options = _run_options(params)
-    operation = pipeline.Pooling(
-        op="max" if op == "max" else "avg",
-        size=size,
-        stride=stride,
-        padding=padding,
-        dilation=dilation,
-        ceil_mode=ceil_mode,
-        count_include_pad=count_include_pad,
-    )
-    _run(options, operation)
 
 
 @main.command(name="kernels")
@@ -619,4 +182,6 @@ def kernels_command(preset: str | None) -> None:
     report.stdout_console().print(report.presets_table(presets.preset_table()))
 
 
+main.add_command(conv)
+main.add_command(pool)
 main.add_command(verify)

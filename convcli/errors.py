@@ -14,8 +14,22 @@ class ExitCode(IntEnum):
     DIFFERENCES = 1
     #: Usage error, or nothing could be done: bad kernel, unreadable input, unsafe size.
     TROUBLE = 2
+    #: The terminal hung up: SIGHUP (128 + 1).
+    HANGUP = 129
     #: Interrupted by Ctrl-C (128 + SIGINT).
     INTERRUPTED = 130
+    #: The reader of stdout went away (``| head``): 128 + SIGPIPE, what ``cat`` reports.
+    BROKEN_PIPE = 141
+    #: Stopped by SIGTERM (``timeout``, a job scheduler, ``kill``): 128 + 15.
+    TERMINATED = 143
+
+
+class Terminated(BaseException):  # noqa: N818 - a signal, like KeyboardInterrupt
+    """SIGTERM or SIGHUP arrived; raised in the main thread so cleanup code runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 class ConvcliError(ValueError):

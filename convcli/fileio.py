@@ -47,39 +47,73 @@ def check_output_path(
         raise ConvcliError(f"{path}: output is a folder, expected a file name")
 
 
+class OutputAppearedError(ConvcliError):
+    """The output did not exist when the run was planned but does now (another process)."""
+
+
+def temp_prefix(pid: int | None = None) -> str:
+    """Temporary names carry their writer's pid, so a dead process's leftovers can be found."""
+    return f"{TEMP_PREFIX}{os.getpid() if pid is None else pid}-"
+
+
+def _commit(temp_name: str, path: Path, *, replace: bool) -> None:
+    """Rename the finished temporary file onto ``path``; without ``replace``, never clobber.
+
+    A hard link refuses an existing name atomically, so a file that appeared after the run
+    was planned is left alone. File systems without hard links get a check, then a rename.
+    """
+    if replace:
+        os.replace(temp_name, path)
+        return
+    try:
+        os.link(temp_name, path)
+    except FileExistsError:
+        raise OutputAppearedError(
+            f"{path}: appeared while the run was going; not replaced (use --overwrite)"
+        ) from None
+    except OSError as error:
+        if error.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+        if os.path.lexists(path):
+            raise OutputAppearedError(
+                f"{path}: appeared while the run was going; not replaced (use --overwrite)"
+            ) from None
+        os.replace(temp_name, path)
+        return
+    os.unlink(temp_name)
+
+
 @contextmanager
-def replacing(path: Path, *, prefix: str = TEMP_PREFIX) -> Iterator[BinaryIO]:
+def replacing(path: Path, *, replace: bool = True) -> Iterator[BinaryIO]:
     """An open temporary file beside ``path``, renamed onto it when the block succeeds.
 
     The data is flushed to disk (fsync) and the file made readable (0o644) before the rename.
-    On any failure, KeyboardInterrupt included, the temporary file is removed, so either the
-    complete new file exists or the old state is untouched. The temporary name starts with
-    ``prefix`` (batch workers add their pid, so a dead worker's leftovers can be found). The
-    folder must exist; OSErrors are raised as they are.
+    On any failure, KeyboardInterrupt and termination signals included, the temporary file is
+    removed, so either the complete new file exists or the old state is untouched. The
+    temporary name is ``.convcli-tmp-<pid>-...`` (see :func:`remove_stale_temporary_files`).
+    Without ``replace`` an existing ``path`` is never replaced (:class:`OutputAppearedError`).
+    The folder must exist; OSErrors are raised as they are.
     """
-    fd, temp_name = tempfile.mkstemp(prefix=prefix, suffix=path.suffix, dir=path.parent)
+    fd, temp_name = tempfile.mkstemp(prefix=temp_prefix(), suffix=path.suffix, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(temp_name, 0o644)
-        os.replace(temp_name, path)
+        _commit(temp_name, path, replace=replace)
     except BaseException:
         with suppress(FileNotFoundError):
             os.unlink(temp_name)
         raise
 
 
-def atomic_write(path: Path, data: bytes | bytearray | memoryview) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder, then rename.
-
-    The folder is created if needed. Either the complete new file exists or the old state is
-    untouched (see :func:`replacing`).
+def make_folder(path: Path) -> None:
+    """Create the folder ``path`` will be written in.
 
     Raises:
-        OutputError: the folder cannot be created or written, the disk is full, ... (the
-            message names ``path`` and the reason).
+        OutputError: it cannot be created (the message names ``path`` and the reason, e.g. a
+            file standing where a folder is needed).
     """
     folder = path.parent
     try:
@@ -92,11 +126,73 @@ def atomic_write(path: Path, data: bytes | bytearray | memoryview) -> None:
         raise OutputError(f"{path}: cannot write: {blocker} is a file, not a folder") from exc
     except OSError as exc:
         raise OutputError(f"{path}: cannot write: {_reason(exc)}") from exc
+
+
+@contextmanager
+def writing(path: Path, *, replace: bool = True) -> Iterator[BinaryIO]:
+    """:func:`replacing`, with the folder made and OSErrors reported as :class:`OutputError`."""
+    make_folder(path)
     try:
-        with replacing(path) as handle:
-            handle.write(data)
+        with replacing(path, replace=replace) as handle:
+            yield handle
     except OSError as exc:
         raise OutputError(f"{path}: cannot write: {_reason(exc)}") from exc
+
+
+def atomic_write(path: Path, data: bytes | bytearray | memoryview, *, replace: bool = True) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, then rename.
+
+    The folder is created if needed. Either the complete new file exists or the old state is
+    untouched (see :func:`replacing`).
+
+    Raises:
+        OutputError: the folder cannot be created or written, the disk is full, ... (the
+            message names ``path`` and the reason).
+        OutputAppearedError: ``replace`` is false and ``path`` exists.
+    """
+    with writing(path, replace=replace) as handle:
+        handle.write(data)
+
+
+def remove_temporary_files(folder: Path, pid: int) -> None:
+    """Remove the temporary files process ``pid`` left in ``folder`` (it died or was stopped)."""
+    prefix = temp_prefix(pid)
+    with suppress(OSError), os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name.startswith(prefix):
+                with suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_temporary_files(folder: Path) -> int:
+    """Remove temporary files in ``folder`` whose writer process is gone; return how many.
+
+    A run stopped by SIGKILL or a power cut cannot clean up after itself; a resumed run
+    (``--skip-existing``) does it for the folders it writes to. Files of live processes
+    (another convcli run) are left alone.
+    """
+    removed = 0
+    with suppress(OSError), os.scandir(folder) as entries:
+        for entry in entries:
+            if not entry.name.startswith(TEMP_PREFIX):
+                continue
+            pid_text = entry.name[len(TEMP_PREFIX) :].partition("-")[0]
+            if pid_text.isdigit() and _alive(int(pid_text)):
+                continue
+            with suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed += 1
+    return removed
 
 
 def _reason(exc: OSError) -> str:

@@ -10,11 +10,11 @@ from typing import Any, TypeAlias
 
 import numpy.typing as npt
 
-from convcli.arrays import read_npy, read_npz
+from convcli.arrays import read_npz
 from convcli.compare import Comparison, compare_arrays, missing_comparison
 from convcli.errors import InputError
-from convcli.images import format_from_path, read_image
 from convcli.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
+from convcli.sources import format_of, read_source
 
 __all__ = ["Pair", "compare_pair", "compare_paths", "iter_pairs"]
 
@@ -34,21 +34,9 @@ class Pair:
     missing: str | None = None
 
 
-def _file_kind(path: Path) -> str | None:
-    suffix = path.suffix.lower()
-    if suffix in (".npy", ".npz"):
-        return suffix[1:]
-    if format_from_path(path) is not None:
-        return "image"
-    return None
-
-
-def _read_array(path: Path, kind: str, *, max_bytes: int, max_pixels: int) -> Array:
-    if kind == "npy":
-        return read_npy(path, name=str(path), max_bytes=max_bytes)
-    if kind == "image":
-        return read_image(path, name=str(path), max_pixels=max_pixels, max_bytes=max_bytes).pixels
-    raise InputError(f"{path}: unsupported file type (expected .npy, .npz or an image)")
+def _read_array(path: Path, *, max_bytes: int, max_pixels: int) -> Array:
+    """The one array of an .npy file or an image."""
+    return read_source(path, max_bytes=max_bytes, max_pixels=max_pixels).arrays[""]
 
 
 def _file_pairs(
@@ -56,7 +44,7 @@ def _file_pairs(
 ) -> Iterator[Pair]:
     kinds = []
     for path in (actual, expected):
-        kind = _file_kind(path)
+        kind = format_of(path)
         if kind is None:
             raise InputError(f"{path}: unsupported file type (expected .npy, .npz or an image)")
         kinds.append(kind)
@@ -75,8 +63,8 @@ def _file_pairs(
         return
     yield Pair(
         name,
-        _read_array(actual, kind_actual, max_bytes=max_bytes, max_pixels=max_pixels),
-        _read_array(expected, kind_expected, max_bytes=max_bytes, max_pixels=max_pixels),
+        _read_array(actual, max_bytes=max_bytes, max_pixels=max_pixels),
+        _read_array(expected, max_bytes=max_bytes, max_pixels=max_pixels),
     )
 
 
@@ -91,7 +79,7 @@ def _walk(root: Path) -> dict[str, Path]:
         subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
         for file_name in files:
             path = Path(folder, file_name)
-            if not file_name.startswith(".") and _file_kind(path) is not None:
+            if not file_name.startswith(".") and format_of(path) is not None:
                 found[path.relative_to(root).as_posix()] = path
     return dict(sorted(found.items()))
 

@@ -1,8 +1,9 @@
 """One input through one operation to the bytes of one output: the work behind conv and pool.
 
-A :class:`Source` is what was read (an array, the members of an ``.npz``, or an image); an
-:class:`Operation` is a resolved convolution or pooling; :func:`process` turns a source into
-output bytes plus the rows of the report. Nothing here prints, parses flags or writes files.
+A :class:`~convcli.sources.Source` is what was read (an array, the members of an ``.npz``, or
+an image); an :class:`Operation` is a resolved convolution or pooling; :func:`process` turns a
+source into output bytes plus the rows of the report. Nothing here prints, parses flags,
+reads or writes files.
 """
 
 from __future__ import annotations
@@ -11,32 +12,26 @@ import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from convcli import arrays, engine, images
-from convcli.errors import ConvcliError, InputError, LimitError
+from convcli.errors import ConvcliError, LimitError
+from convcli.limits import DEFAULT_MAX_BYTES
+from convcli.sources import Source
+
+#: What to do when the machine runs out of memory or threads within the limits.
+RESOURCE_ADVICE = "try fewer --threads or --jobs, or a smaller --max-bytes"
+
+
+def is_thread_failure(error: BaseException) -> bool:
+    """Whether ``error`` is Python's RuntimeError for a thread the OS would not start."""
+    return isinstance(error, RuntimeError) and "can't start new thread" in str(error)
+
 
 Array = npt.NDArray[Any]
-
-#: Formats that hold arrays rather than pictures.
-ARRAY_FORMATS = ("npy", "npz")
-#: Every format an input or output may have.
-ALL_FORMATS = (*ARRAY_FORMATS, *images.IMAGE_FORMATS)
-#: The name standard input and output go by in messages and reports.
-STDIN_NAME = "<stdin>"
-
-
-def format_of(path: Path) -> str | None:
-    """The format a file name implies, or None when convcli cannot read it."""
-    suffix = path.suffix.lower()
-    if suffix in (".npy", ".npz"):
-        return suffix[1:]
-    return images.format_from_path(path)
-
 
 # --------------------------------------------------------------------------- operations
 
@@ -56,7 +51,7 @@ class Convolution:
     pad_mode: str = "zeros"
     flip: bool = False
 
-    def apply(self, x: Array, *, layout: str, max_bytes: int) -> Array:
+    def apply(self, x: Array, *, layout: str, max_bytes: int, threads: int | None = None) -> Array:
         return engine.conv2d(
             x,
             self.weights,
@@ -70,9 +65,10 @@ class Convolution:
             layout=layout,
             kernel_layout=self.kernel_layout,
             max_bytes=max_bytes,
+            threads=threads,
         )
 
-    def carry_alpha(self, alpha: Array, *, max_bytes: int) -> Array:
+    def carry_alpha(self, alpha: Array, *, max_bytes: int, threads: int | None = None) -> Array:
         """Move an alpha plane through the same geometry without filtering it.
 
         Uses the identity kernel of the same size (1 at the centre tap), so with "same"
@@ -89,6 +85,7 @@ class Convolution:
             dilation=self.dilation,
             pad_mode="replicate" if self.pad_mode == "zeros" else self.pad_mode,
             max_bytes=max_bytes,
+            threads=threads,
         )
 
     @property
@@ -123,7 +120,7 @@ class Pooling:
     ceil_mode: bool = False
     count_include_pad: bool = True
 
-    def apply(self, x: Array, *, layout: str, max_bytes: int) -> Array:
+    def apply(self, x: Array, *, layout: str, max_bytes: int, threads: int | None = None) -> Array:
         if self.op == "max":
             return engine.max_pool2d(
                 x,
@@ -134,6 +131,7 @@ class Pooling:
                 self.ceil_mode,
                 layout,
                 max_bytes=max_bytes,
+                threads=threads,
             )
         if self.dilation not in (1, (1, 1)):
             raise ConvcliError(
@@ -148,11 +146,12 @@ class Pooling:
             self.count_include_pad,
             layout,
             max_bytes=max_bytes,
+            threads=threads,
         )
 
-    def carry_alpha(self, alpha: Array, *, max_bytes: int) -> Array:
+    def carry_alpha(self, alpha: Array, *, max_bytes: int, threads: int | None = None) -> Array:
         """Alpha is pooled with the same operation, so it stays aligned with the colour."""
-        return self.apply(alpha, layout="NHWC", max_bytes=max_bytes)
+        return self.apply(alpha, layout="NHWC", max_bytes=max_bytes, threads=threads)
 
     def out_channels(self, channels: int) -> int:
         return channels
@@ -165,77 +164,15 @@ class Pooling:
 Operation = Convolution | Pooling
 
 
-# --------------------------------------------------------------------------- sources
-
-
-@dataclass
-class Source:
-    """A read input: ``arrays`` maps member names to arrays (one unnamed for .npy/images)."""
-
-    name: str
-    format: str
-    arrays: dict[str, Array]
-    image: images.Image | None = None
-
-
-def read_source(
-    path: Path | None,
-    *,
-    data: bytes | None = None,
-    max_bytes: int = engine.DEFAULT_MAX_BYTES,
-    max_pixels: int = images.DEFAULT_MAX_PIXELS,
-) -> Source:
-    """Read a file (``path``) or stdin's bytes (``data``), checking sizes before decoding."""
-    if data is not None:
-        name = STDIN_NAME
-        fmt = images.sniff_format(data)
-        if fmt is None:
-            raise InputError(f"{name}: unrecognized data (expected .npy, .npz or an image)")
-        source: Path | bytes = data
-    else:
-        assert path is not None
-        name = str(path)
-        if path.is_dir():
-            raise InputError(f"{name}: is a folder (give -o a folder to process folders)")
-        if not path.exists():
-            raise InputError(f"{name}: no such file")
-        detected = format_of(path)
-        if detected is None:
-            raise InputError(
-                f"{name}: unsupported file type {path.suffix!r} (expected .npy, .npz or an image)"
-            )
-        fmt = detected
-        source = path
-    try:
-        if fmt == "npy":
-            return Source(name, fmt, {"": arrays.read_npy(source, name=name, max_bytes=max_bytes)})
-        if fmt == "npz":
-            members = arrays.read_npz(source, name=name, max_bytes=max_bytes)
-            if not members:
-                raise InputError(f"{name}: the .npz holds no arrays")
-            return Source(name, fmt, members)
-        image = images.read_image(source, name=name, max_pixels=max_pixels, max_bytes=max_bytes)
-    except MemoryError as error:  # within the limits, but more than this machine has
-        raise LimitError(f"{name}: out of memory reading it (see --max-bytes)") from error
-    return Source(name, image.format, {"": image.pixels}, image)
-
-
-def read_stdin(stream: Any, *, max_bytes: int) -> bytes:
-    """All of a binary stream, refusing more than ``max_bytes`` without reading it all."""
-    data = stream.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise LimitError(f"{STDIN_NAME}: more than --max-bytes {max_bytes:,} bytes")
-    if not data:
-        raise InputError(f"{STDIN_NAME}: no data")
-    return bytes(data)
-
-
 # --------------------------------------------------------------------------- processing
 
 
 @dataclass(frozen=True)
 class OutputOptions:
-    """How results are written (``--range``, ``--out-dtype``, ``--layout``, ...)."""
+    """How inputs are computed and written (``--range``, ``--out-dtype``, ``--layout``, ...).
+
+    ``threads`` is the engine's thread count for one computation (None: every core).
+    """
 
     format: str
     layout: str = "NHWC"
@@ -243,7 +180,8 @@ class OutputOptions:
     out_dtype: str | None = None
     quality: int | None = None
     filter_alpha: bool = False
-    max_bytes: int = engine.DEFAULT_MAX_BYTES
+    max_bytes: int = DEFAULT_MAX_BYTES
+    threads: int | None = None
 
 
 @dataclass
@@ -278,11 +216,15 @@ def _filter_image(
     colour has been mapped to the output range.
     """
     if not has_alpha or options.filter_alpha:
-        return operation.apply(pixels, layout="NHWC", max_bytes=options.max_bytes), None
+        return operation.apply(
+            pixels, layout="NHWC", max_bytes=options.max_bytes, threads=options.threads
+        ), None
     color, alpha = images.split_alpha(pixels)
     assert alpha is not None
-    result = operation.apply(color, layout="NHWC", max_bytes=options.max_bytes)
-    carried = operation.carry_alpha(alpha, max_bytes=options.max_bytes)
+    result = operation.apply(
+        color, layout="NHWC", max_bytes=options.max_bytes, threads=options.threads
+    )
+    carried = operation.carry_alpha(alpha, max_bytes=options.max_bytes, threads=options.threads)
     alpha_dtype = str(alpha.dtype) if alpha.dtype.kind in "ui" else "float32"
     carried, _ = images.to_image_dtype(carried, dtype=alpha_dtype, range_mode="clip")
     return result, carried
@@ -316,7 +258,7 @@ def process(
     results: dict[str, Array] = {}
     for member, array in source.arrays.items():
         label = f"{source.name}:{member}" if member else source.name
-        with _naming_errors(label, source.name, operation):
+        with naming_errors(label, source.name, operation):
             result, row = _process_array(array, label, source, operation, options)
         results[member] = result
         rows.append(row)
@@ -324,7 +266,7 @@ def process(
 
 
 @contextlib.contextmanager
-def _naming_errors(label: str, name: str, operation: Operation) -> Iterator[None]:
+def naming_errors(label: str, name: str, operation: Operation) -> Iterator[None]:
     """Make every error of one array's processing name the file (and member) it concerns.
 
     The engine's own errors name arguments and shapes but not files. Anything else the
@@ -342,7 +284,13 @@ def _naming_errors(label: str, name: str, operation: Operation) -> Iterator[None
             renamed = ConvcliError(f"{label}: {error}")
         raise renamed from error
     except MemoryError as error:
-        raise LimitError(f"{label}: out of memory computing {operation.describe()}") from error
+        raise LimitError(
+            f"{label}: out of memory computing {operation.describe()}; {RESOURCE_ADVICE}"
+        ) from error
+    except RuntimeError as error:
+        if not is_thread_failure(error):
+            raise
+        raise LimitError(f"{label}: cannot start a thread ({error}); {RESOURCE_ADVICE}") from error
     except (ValueError, ArithmeticError) as error:  # numpy's, e.g. LinAlgError, huge shapes
         reason = str(error).strip() or type(error).__name__
         raise ConvcliError(f"{label}: cannot compute {operation.describe()}: {reason}") from error
@@ -375,7 +323,9 @@ def _process_array(
     if is_image:
         result, alpha = _filter_image(array, has_alpha, operation, options)
     else:
-        result = operation.apply(array, layout=layout, max_bytes=options.max_bytes)
+        result = operation.apply(
+            array, layout=layout, max_bytes=options.max_bytes, threads=options.threads
+        )
     row = Row(
         label,
         array.shape,

@@ -10,11 +10,11 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from convcli.errors import one_line
 from convcli.pipeline import Row
+from convcli.runner import Summary
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -116,32 +116,6 @@ def rows_table(rows: Sequence[Row], title: str | None = None, *, more: int = 0) 
             cells.append(f"{row.clipped:,}")
         table.add_row(*cells)
     return table
-
-
-@dataclass
-class Summary:
-    """What a batch did, for the closing table and ``--json``."""
-
-    processed: int = 0
-    skipped: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    ignored: int = 0
-    seconds: float = 0.0
-
-    @property
-    def rate(self) -> float:
-        return self.processed / self.seconds if self.seconds > 0 else 0.0
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "processed": self.processed,
-            "skipped": self.skipped,
-            "failed": len(self.failed),
-            "ignored": self.ignored,
-            "seconds": round(self.seconds, 3),
-            "items_per_second": round(self.rate, 2),
-            "failures": [{"input": name, "error": reason} for name, reason in self.failed],
-        }
 
 
 def summary_table(summary: Summary) -> Table:

@@ -10,6 +10,7 @@ temporary files of the items they were on.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import signal
@@ -24,10 +25,11 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.context import BaseContext
 from pathlib import Path
 
-from convcli.batch import ItemResult, Job, Settings, remove_temporary_files, run_item
 from convcli.errors import ConvcliError
+from convcli.fileio import remove_temporary_files
+from convcli.jobs import ItemResult, Job, Settings, run_item
 from convcli.quiet import library_noise_silenced
-from convcli.threads import THREADS_ENV, available_cores
+from convcli.threads import available_cores
 
 #: Tasks handed to a worker at once: the one it runs and the next, so it never waits for us.
 QUEUE_DEPTH = 2
@@ -35,35 +37,6 @@ QUEUE_DEPTH = 2
 STOP_TIMEOUT = 10.0
 #: BLAS/OpenMP pools limited to one thread in workers, set before the worker imports NumPy.
 BLAS_THREADS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-def worker_count(requested: int | None, items: int) -> int:
-    """Workers for ``items`` jobs: ``requested`` (default: the cores), never more than items."""
-    return max(1, min(requested or available_cores(), items))
-
-
-def run_jobs(
-    jobs: Sequence[Job], settings: Settings, *, workers: int
-) -> Generator[ItemResult, None, None]:
-    """Run every job; yield each result as it completes (in job order for one worker).
-
-    With ``workers`` > 1, items run in worker processes. Close the iterator (or let an
-    exception, Ctrl-C included, leave the loop over it) to stop the workers; the temporary
-    files of the items they were on are removed, finished outputs stay.
-    """
-    if workers <= 1:
-        return _run_here(jobs, settings)
-    return _Pool(jobs, settings, workers).results()
-
-
-def _run_here(jobs: Sequence[Job], settings: Settings) -> Generator[ItemResult, None, None]:
-    for index, job in enumerate(jobs):
-        try:
-            result = run_item(index, job, settings)
-        except BaseException:
-            remove_temporary_files(Path(job.target).parent, os.getpid())
-            raise
-        yield result
 
 
 def _context() -> BaseContext:
@@ -122,7 +95,7 @@ def _main_module_hidden(settings: Settings) -> Iterator[None]:
         sys.modules["__main__"] = main
 
 
-def _worker_main(conn: Connection, settings: Settings, threads: int) -> None:
+def _worker_main(conn: Connection, settings: Settings) -> None:
     """A worker: take ``(index, job)`` tasks until ``None``, send back each result."""
     # Ctrl-C reaches the whole process group; the main process decides. It stops us with
     # SIGTERM's default action, at once, even inside NumPy, and then removes the temporary
@@ -130,7 +103,7 @@ def _worker_main(conn: Connection, settings: Settings, threads: int) -> None:
     # a finalizer, where Python prints and swallows it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    os.environ.setdefault(THREADS_ENV, str(threads))  # unless the user chose
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
     try:
         # Problems are reported as item failures; decoder warnings and logs stay off stderr.
         with library_noise_silenced():
@@ -145,12 +118,12 @@ def _worker_main(conn: Connection, settings: Settings, threads: int) -> None:
 class _Worker:
     """One worker process, its pipe, and the indices of the jobs sent to it, oldest first."""
 
-    def __init__(self, context: BaseContext, settings: Settings, threads: int) -> None:
+    def __init__(self, context: BaseContext, settings: Settings) -> None:
         self.conn, child = context.Pipe()
         try:
             with _worker_environment(), _main_module_hidden(settings):
                 self.process = context.Process(  # type: ignore[attr-defined]
-                    target=_worker_main, args=(child, settings, threads), daemon=True
+                    target=_worker_main, args=(child, settings), daemon=True
                 )
                 self.process.start()
         except OSError as error:
@@ -194,15 +167,21 @@ class _Worker:
         return f"exit code {code}"
 
 
-class _Pool:
-    """Worker processes running ``jobs``, each fed up to :data:`QUEUE_DEPTH` jobs at a time."""
+class Pool:
+    """Worker processes running ``jobs``, each fed up to :data:`QUEUE_DEPTH` jobs at a time.
+
+    Each worker computes with ``settings.output.threads`` engine threads, by default its
+    share of the cores, so that the workers together do not oversubscribe them.
+    """
 
     def __init__(self, jobs: Sequence[Job], settings: Settings, size: int) -> None:
         self.jobs = jobs
-        self.settings = settings
+        output = settings.output
+        if output.threads is None:
+            output = dataclasses.replace(output, threads=max(1, available_cores() // size))
+        self.settings = dataclasses.replace(settings, output=output)
         self.size = size
         self.context = _context()
-        self.threads = max(1, available_cores() // size)  # the engine's threads per worker
         self.workers: list[_Worker] = []
         self.retry: deque[int] = deque()  # sent to a worker that died before starting them
         self.unsent = 0  # jobs[unsent:] have not been handed out yet
@@ -211,7 +190,7 @@ class _Pool:
         try:
             while self.work_left() or any(worker.queue for worker in self.workers):
                 while len(self.workers) < self.size and self.work_left():
-                    self.workers.append(_Worker(self.context, self.settings, self.threads))
+                    self.workers.append(_Worker(self.context, self.settings))
                 self.hand_out()
                 yield from self.collect()
         except BaseException:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -379,19 +380,45 @@ def test_conv_starts_without_the_modules_it_does_not_need() -> None:
 def test_threads_flag_caps_the_engine_threads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """--threads sets $CONVCLI_THREADS for the engine (and workers); results do not change."""
+    """--threads N (or $CONVCLI_THREADS) runs the engine on N threads; os.environ is untouched."""
+    import threading
+
     from convcli import threads
 
-    monkeypatch.delenv(threads.THREADS_ENV, raising=False)  # restored after the test
-    x = np.random.default_rng(9).standard_normal((2, 64, 64, 3)).astype(np.float32)
+    started: list[str] = []
+    start = threading.Thread.start
+
+    def recording(self: threading.Thread) -> None:
+        started.append(self.name)
+        start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", recording)
+    monkeypatch.delenv(threads.THREADS_ENV, raising=False)
+    x = np.random.default_rng(9).standard_normal((2, 256, 256, 3)).astype(np.float32)
     image = save(tmp_path / "x.npy", x)
-    assert run("conv", image, "-k", "gaussian:size=9", "-o", tmp_path / "a.npy").exit_code == 0
-    result = run("conv", image, "-k", "gaussian:size=9", "--threads", "1", "-o", tmp_path / "b.npy")
+    kernel = ("-k", "sharpen")  # the depthwise tap loop runs on the engine's threads
+
+    def engine_threads() -> list[str]:
+        return [name for name in started if name.startswith("convcli")]
+
+    result = run("conv", image, *kernel, "--threads", "2", "-o", tmp_path / "a.npy")
     assert result.exit_code == 0, result.stderr
-    assert threads.resolve_threads(None) == 1
-    np.testing.assert_allclose(
-        np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"), rtol=1e-6, atol=1e-6
-    )
+    assert engine_threads()  # the cap would be vacuous if the work never spread
+    started.clear()
+    result = run("conv", image, *kernel, "--threads", "1", "-o", tmp_path / "b.npy")
+    assert result.exit_code == 0, result.stderr
+    assert engine_threads() == []
+    assert threads.THREADS_ENV not in os.environ  # nothing leaks into later tests
+    result = CliRunner().invoke(
+        main, ["conv", str(image), *kernel, "-o", str(tmp_path / "c.npy")],
+        env={threads.THREADS_ENV: "1"},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert engine_threads() == []
+    for name in ("b.npy", "c.npy"):
+        np.testing.assert_allclose(
+            np.load(tmp_path / "a.npy"), np.load(tmp_path / name), rtol=1e-6, atol=1e-6
+        )
 
 
 def test_quiet_batch_still_names_each_failure_and_all_failed_is_exit_2(tmp_path: Path) -> None:

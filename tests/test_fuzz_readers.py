@@ -19,7 +19,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from convcli import arrays, kernels, pipeline
+from convcli import arrays, kernels, sources
 from convcli.errors import ConvcliError
 from tests.hostile.make_corpus import CORPUS
 
@@ -108,7 +108,7 @@ def only_convcli_errors(read: Callable[[bytes], object], data: bytes) -> None:
 def test_fuzzed_images_raise_only_convcli_errors(data: bytes) -> None:
     """read_source on image bytes (format sniffed, as from stdin): clean errors only."""
     only_convcli_errors(
-        lambda raw: pipeline.read_source(
+        lambda raw: sources.read_source(
             None, data=raw, max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS
         ),
         data,
@@ -123,7 +123,7 @@ def test_fuzzed_files_raise_only_convcli_errors(data: bytes, suffix: str) -> Non
         path = Path(folder) / f"input{suffix}"
         path.write_bytes(data)
         only_convcli_errors(
-            lambda _: pipeline.read_source(path, max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS),
+            lambda _: sources.read_source(path, max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS),
             data,
         )
 

@@ -17,7 +17,7 @@ import warnings
 import atheris
 
 with atheris.instrument_imports():
-    from convcli import arrays, kernels, pipeline
+    from convcli import arrays, kernels, sources
     from convcli.errors import ConvcliError
 
 MAX_BYTES = 16 * 1024 * 1024
@@ -25,7 +25,7 @@ MAX_PIXELS = 1 << 20
 
 
 def _source(data: bytes) -> object:
-    return pipeline.read_source(None, data=data, max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS)
+    return sources.read_source(None, data=data, max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS)
 
 
 READERS = (

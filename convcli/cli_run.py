@@ -1,0 +1,474 @@
+"""``convcli conv`` and ``convcli pool``: parse flags, plan, run, render.
+
+Every invocation, one file or a folder of thousands, goes the same way: the flags become
+a :class:`~convcli.jobs.Settings` and a :class:`~convcli.plan.Plan`, a
+:class:`~convcli.runner.Run` runs it, and this module renders its results and summary.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from convcli import engine, images, kernels, pipeline, report
+from convcli.errors import ConvcliError, ExitCode, one_line
+from convcli.fileio import BrokenPipe
+from convcli.jobs import STDOUT, Settings
+from convcli.limits import DEFAULT_MAX_PIXELS
+from convcli.params import BYTES, PADDING, PAIR
+from convcli.plan import check_inputs, plan_run
+from convcli.runner import Run, Summary
+from convcli.sources import ALL_FORMATS
+from convcli.threads import THREADS_ENV
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _check_run_flags(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Refuse, at parse time, input/output combinations that cannot work."""
+    if param.name == "output":
+        try:
+            check_inputs(ctx.params.get("inputs", ()), value)
+        except ConvcliError as error:
+            raise click.BadParameter(str(error), ctx=ctx, param=param) from None
+    return value
+
+
+def output_options(command: F) -> F:
+    """Options shared by conv and pool: inputs, outputs, images, limits, reports."""
+    decorators = [
+        click.argument("inputs", nargs=-1, required=True, metavar="INPUT...", is_eager=True),
+        click.option(
+            "-o",
+            "--output",
+            required=True,
+            metavar="PATH",
+            callback=_check_run_flags,
+            help="Output file, folder (several inputs or a folder input), or - for stdout.",
+        ),
+        click.option(
+            "--format",
+            "output_format",
+            type=click.Choice(ALL_FORMATS),
+            help="Output format for stdout and folders (default: the input's).",
+        ),
+        click.option(
+            "--layout",
+            type=click.Choice(engine.LAYOUTS),
+            default="NHWC",
+            show_default=True,
+            help="Layout of array inputs (images are HWC).",
+        ),
+        click.option(
+            "--range",
+            "range_mode",
+            type=click.Choice(images.RANGE_MODES),
+            default="clip",
+            show_default=True,
+            help="How float results map back to integer images.",
+        ),
+        click.option(
+            "--out-dtype",
+            type=click.Choice(images.OUT_DTYPES),
+            help="Output dtype (default: the input image's).",
+        ),
+        click.option(
+            "--quality", type=click.IntRange(1, 100), help="JPEG/WebP quality (default 95)."
+        ),
+        click.option(
+            "--filter-alpha",
+            is_flag=True,
+            help="Filter the alpha channel too (default: it passes through).",
+        ),
+        click.option("--overwrite", is_flag=True, help="Replace existing outputs."),
+        click.option(
+            "--skip-existing",
+            is_flag=True,
+            help="Leave existing outputs alone and process the rest (resume).",
+        ),
+        click.option(
+            "--glob",
+            "pattern",
+            metavar="PATTERN",
+            help="Only files in folders matching this glob (e.g. '*.png').",
+        ),
+        click.option(
+            "-j",
+            "--jobs",
+            type=click.IntRange(min=1),
+            metavar="N",
+            help="Worker processes for several inputs (default: one per core; 1: this process).",
+        ),
+        click.option(
+            "--max-bytes",
+            type=BYTES,
+            default="4G",
+            show_default=True,
+            help="Refuse arrays, outputs or scratch larger than this.",
+        ),
+        click.option(
+            "--max-pixels",
+            type=click.IntRange(min=1),
+            default=DEFAULT_MAX_PIXELS,
+            show_default=True,
+            help="Refuse images with more pixels (read from the header).",
+        ),
+        click.option(
+            "--threads",
+            type=click.IntRange(min=1),
+            envvar=THREADS_ENV,
+            help=f"Threads for one computation (default: ${THREADS_ENV}, else the "
+            "number of cores).",
+        ),
+        click.option("-q", "--quiet", is_flag=True, help="Print no tables; errors only."),
+        click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout."),
+    ]
+    for decorator in reversed(decorators):
+        command = decorator(command)
+    return command
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The parsed output options of one conv/pool invocation."""
+
+    inputs: tuple[str, ...]
+    output: str
+    output_format: str | None
+    layout: str
+    range_mode: str
+    out_dtype: str | None
+    quality: int | None
+    filter_alpha: bool
+    overwrite: bool
+    skip_existing: bool
+    pattern: str | None
+    jobs: int | None
+    threads: int | None
+    max_bytes: int
+    max_pixels: int
+    quiet: bool
+    as_json: bool
+
+    def settings(self, operation: pipeline.Operation, *, debug: bool) -> Settings:
+        output = pipeline.OutputOptions(
+            format="npy",  # each job brings its own format; this only fills the field
+            layout=self.layout,
+            range_mode=self.range_mode,
+            out_dtype=self.out_dtype,
+            quality=self.quality,
+            filter_alpha=self.filter_alpha,
+            max_bytes=self.max_bytes,
+            threads=self.threads,
+        )
+        return Settings(
+            operation,
+            output,
+            self.max_pixels,
+            overwrite=self.overwrite,
+            skip_existing=self.skip_existing,
+            debug=debug,
+        )
+
+
+def _refuse(message: str) -> NoReturn:
+    raise click.UsageError(message)
+
+
+def _checked(options: RunOptions, closed: set[int]) -> RunOptions:
+    """Flag combinations that exclude each other, and outputs on closed streams."""
+    if options.overwrite and options.skip_existing:
+        _refuse("--overwrite and --skip-existing exclude each other")
+    if options.as_json and options.output == STDOUT:
+        _refuse("--json and -o - both want stdout; choose one")
+    if 1 in closed and (options.as_json or options.output == STDOUT):
+        what = "--json" if options.as_json else "-o -"
+        raise ConvcliError(f"<stdout>: standard output is closed; {what} has nowhere to go")
+    if 0 in closed and "-" in options.inputs:
+        raise ConvcliError("<stdin>: standard input is closed")
+    return options
+
+
+def _row_json(row: pipeline.Row) -> dict[str, Any]:
+    return {
+        "input": row.name,
+        "shape_in": list(row.shape_in),
+        "shape_out": list(row.shape_out),
+        "dtype_in": row.dtype_in,
+        "dtype_out": row.dtype_out,
+        "operation": row.operation,
+        "seconds": round(row.seconds, 6),
+        "clipped": row.clipped,
+    }
+
+
+class _JsonItems:
+    """``--json``: items are written as they finish, then the summary, so nothing piles up.
+
+    The document is ``{"items": [...], "summary": {...}}``; with several workers the items
+    come in the order they finished (each names its input).
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def add(self, rows: Sequence[pipeline.Row]) -> None:
+        for row in rows:
+            opening = ",\n" if self.count else '{\n  "items": [\n'
+            _echo(opening + textwrap.indent(json.dumps(_row_json(row), indent=2), "    "))
+            self.count += 1
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        opening = "\n  ],\n" if self.count else '{\n  "items": [],\n'
+        closing_ = textwrap.indent(json.dumps(summary, indent=2), "  ").lstrip()
+        _echo(f'{opening}  "summary": {closing_}\n}}\n')
+
+
+def _echo(text: str) -> None:
+    try:
+        click.echo(text, nl=False)
+    except BrokenPipeError as error:
+        raise BrokenPipe() from error
+
+
+def _render(summary: Summary, single: bool, options: RunOptions) -> None:
+    """The tables on stderr (rows, summary, failures), or -q's one line per failure."""
+    if options.quiet:
+        for source, reason in summary.failed:
+            named = reason if reason.startswith(source) else f"{source}: {reason}"
+            click.echo(f"Error: {one_line(named)}", err=True)
+        return
+    console = report.stderr_console()
+    if summary.rows:
+        console.print(report.rows_table(summary.rows, more=summary.rows_not_kept))
+    if not single or summary.skipped:
+        console.print(report.summary_table(summary))
+    if summary.failed:
+        console.print(report.failures_table(summary.failed))
+
+
+def _run(options: RunOptions, operation: pipeline.Operation) -> None:
+    """Plan, run and report one conv/pool invocation; the exit code tells how it went."""
+    ctx = click.get_current_context()
+    options = _checked(options, ctx.meta.get("convcli.closed", set()))
+    plan = plan_run(
+        options.inputs,
+        options.output,
+        requested_format=options.output_format,
+        pattern=options.pattern,
+        overwrite=options.overwrite,
+        skip_existing=options.skip_existing,
+    )
+    debug = bool(ctx.find_root().params.get("debug"))
+    run = Run(plan, options.settings(operation, debug=debug), workers=options.jobs)
+    json_items = _JsonItems() if options.as_json else None
+    console = report.stderr_console()
+    show_progress = not (plan.single or options.quiet or json_items) and console.is_terminal
+    with report.progress(len(plan.jobs), console=console, enabled=show_progress) as advance:
+        for result in run.results():
+            advance()
+            if plan.single and result.error is not None:
+                raise ConvcliError(result.error)  # one input: its failure is the error
+            if json_items is not None:
+                json_items.add(result.rows)
+    summary = run.summary
+    if json_items is not None:
+        json_items.finish(summary.to_json())
+    else:
+        _render(summary, plan.single, options)
+    if summary.failed:
+        # Some items written: "some items failed" (1); none at all: nothing could be done (2).
+        raise SystemExit(ExitCode.DIFFERENCES if summary.processed else ExitCode.TROUBLE)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@click.command()
+@click.option(
+    "-k",
+    "--kernel",
+    "kernel_spec",
+    required=True,
+    metavar="KERNEL",
+    help="A JSON kernel file, a .npy filter bank, or a preset NAME[:key=value,...].",
+)
+@click.option("--stride", type=PAIR, help="Stride N or H,W (default 1).")
+@click.option(
+    "--padding",
+    type=PADDING,
+    help="same (TensorFlow's rule), valid, N, PH,PW or T,B,L,R (default same).",
+)
+@click.option(
+    "--pad-mode", type=click.Choice(engine.PAD_MODES), help="What padding holds (default zeros)."
+)
+@click.option("--dilation", type=PAIR, help="Dilation N or H,W (default 1).")
+@click.option("--groups", type=click.IntRange(min=1), help="Grouped convolution (default 1).")
+@click.option(
+    "--flip/--no-flip", default=None, help="Rotate the kernel 180 degrees (true convolution)."
+)
+@click.option(
+    "--kernel-layout",
+    type=click.Choice(engine.KERNEL_LAYOUTS),
+    help="Layout of 4-D .npy kernels (default OHWI).",
+)
+@output_options
+def conv(
+    kernel_spec: str,
+    stride: engine.PairArg | None,
+    padding: engine.PaddingArg | None,
+    pad_mode: str | None,
+    dilation: engine.PairArg | None,
+    groups: int | None,
+    flip: bool | None,
+    kernel_layout: str | None,
+    inputs: tuple[str, ...],
+    output: str,
+    output_format: str | None,
+    layout: str,
+    range_mode: str,
+    out_dtype: str | None,
+    quality: int | None,
+    filter_alpha: bool,
+    overwrite: bool,
+    skip_existing: bool,
+    pattern: str | None,
+    jobs: int | None,
+    max_bytes: int,
+    max_pixels: int,
+    threads: int | None,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Cross-correlate images or arrays with a kernel.
+
+    INPUT is an image (PNG, JPEG, TIFF, BMP, GIF, WebP), a .npy or .npz array, a folder, or -
+    for stdin. Operation defaults come from the kernel file, then: stride 1, padding same,
+    pad-mode zeros, dilation 1. Arrays are (N,H,W,C), (H,W,C) or (H,W) in --layout.
+
+    \b
+    Examples:
+      convcli conv photo.jpg -k sharpen -o sharp.jpg
+      convcli conv photo.png -k sobel-x --range abs -o edges.png
+      convcli conv a.png -k gaussian:size=7,sigma=1.5 -o - --format png | convcli pool - \\
+          --size 2 -o - --format png > small.png
+      convcli conv batch.npy -k filters.npy --kernel-layout OIHW --layout NCHW -o out.npy
+    """
+    options = RunOptions(
+        inputs, output, output_format, layout, range_mode, out_dtype, quality, filter_alpha,
+        overwrite, skip_existing, pattern, jobs, threads, max_bytes, max_pixels, quiet, as_json,
+    )  # fmt: skip
+    kernel = kernels.load_kernel(kernel_spec, kernel_layout=kernel_layout)
+    flags = {
+        "stride": stride,
+        "padding": padding,
+        "pad_mode": pad_mode,
+        "dilation": dilation,
+        "groups": groups,
+        "flip": flip,
+    }
+    chosen = {**kernel.options, **{key: value for key, value in flags.items() if value is not None}}
+    operation = pipeline.Convolution(
+        weights=kernel.weights,
+        bias=kernel.bias,
+        kernel_layout=kernel.layout,
+        kernel_name=kernel.name or Path(kernel_spec).stem,
+        stride=chosen.get("stride", 1),
+        padding=chosen.get("padding", "same"),
+        dilation=chosen.get("dilation", 1),
+        groups=chosen.get("groups", 1),
+        pad_mode=chosen.get("pad_mode", "zeros"),
+        flip=bool(chosen.get("flip", False)),
+    )
+    _run(options, operation)
+
+
+@click.command()
+@click.option("--size", required=True, type=PAIR, help="Window size K or H,W.")
+@click.option("--stride", type=PAIR, help="Stride (default: the window size).")
+@click.option(
+    "--padding",
+    type=PADDING,
+    default="0",
+    show_default=True,
+    help="N, PH,PW or T,B,L,R (each at most size // 2), valid, or same.",
+)
+@click.option(
+    "--op",
+    type=click.Choice(["max", "avg"]),
+    default="max",
+    show_default=True,
+    help="Max or average pooling.",
+)
+@click.option("--ceil-mode", is_flag=True, help="Round the output size up (PyTorch's rule).")
+@click.option(
+    "--count-include-pad/--no-count-include-pad",
+    default=True,
+    show_default=True,
+    help="Average pooling: count padding in the divisor.",
+)
+@click.option(
+    "--dilation",
+    type=PAIR,
+    default="1",
+    show_default=True,
+    help="Spacing of window taps (max pooling).",
+)
+@output_options
+def pool(
+    size: engine.PairArg,
+    stride: engine.PairArg | None,
+    padding: engine.PaddingArg,
+    op: str,
+    ceil_mode: bool,
+    count_include_pad: bool,
+    dilation: engine.PairArg,
+    inputs: tuple[str, ...],
+    output: str,
+    output_format: str | None,
+    layout: str,
+    range_mode: str,
+    out_dtype: str | None,
+    quality: int | None,
+    filter_alpha: bool,
+    overwrite: bool,
+    skip_existing: bool,
+    pattern: str | None,
+    jobs: int | None,
+    max_bytes: int,
+    max_pixels: int,
+    threads: int | None,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Max or average pooling of images or arrays.
+
+    Inputs and outputs as for conv. The output size per axis is
+    floor((in + pads - dilation*(size-1) - 1) / stride) + 1, or ceil with --ceil-mode.
+
+    \b
+    Examples:
+      convcli pool photo.png --size 2 -o half.png
+      convcli pool acts.npy --size 3 --stride 2 --padding 1 --ceil-mode -o pooled.npy
+      convcli pool acts.npy --size 2 --op avg --padding same --no-count-include-pad -o tf.npy
+    """
+    options = RunOptions(
+        inputs, output, output_format, layout, range_mode, out_dtype, quality, filter_alpha,
+        overwrite, skip_existing, pattern, jobs, threads, max_bytes, max_pixels, quiet, as_json,
+    )  # fmt: skip
+    operation = pipeline.Pooling(
+        op="max" if op == "max" else "avg",
+        size=size,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        ceil_mode=ceil_mode,
+        count_include_pad=count_include_pad,
+    )
+    _run(options, operation)
