@@ -21,7 +21,12 @@ import numpy as np
 import numpy.typing as npt
 
 from convcli.errors import InputError, LimitError
-from convcli.limits import DEFAULT_MAX_BYTES, MAX_COMPRESSION_RATIO, MAX_NPZ_MEMBERS
+from convcli.limits import (
+    DEFAULT_MAX_BYTES,
+    MAX_COMPRESSION_RATIO,
+    MAX_NPY_HEADER_BYTES,
+    MAX_NPZ_MEMBERS,
+)
 
 Array = npt.NDArray[Any]
 
@@ -72,12 +77,21 @@ def parse_npy_header(handle: IO[bytes], name: str) -> tuple[tuple[int, ...], boo
     """
     try:
         version = np.lib.format.read_magic(handle)
+        if version not in ((1, 0), (2, 0), (3, 0)):
+            raise InputError(f"{name}: unsupported .npy format version {version}")
+        # numpy reads as many bytes as the length field claims: check it first
+        length_field = handle.read(2 if version == (1, 0) else 4)
+        length = int.from_bytes(length_field, "little")
+        if length > MAX_NPY_HEADER_BYTES:
+            raise InputError(
+                f"{name}: not a valid .npy file (its header claims {length:,} bytes; "
+                f"headers are at most {MAX_NPY_HEADER_BYTES:,})"
+            )
+        handle.seek(-len(length_field), io.SEEK_CUR)
         if version == (1, 0):
             shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
-        elif version in ((2, 0), (3, 0)):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
         else:
-            raise InputError(f"{name}: unsupported .npy format version {version}")
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
     except InputError:
         raise
     except HEADER_ERRORS as exc:
@@ -184,7 +198,7 @@ def iter_npy_slices(
     count = header.shape[0]
     sample_bytes = header.nbytes // count if count else 0
     try:
-        with path.open("rb") as handle:
+        with path.open("rb", buffering=0) as handle:  # each slice read straight into place
             handle.seek(header.offset)
             for start in range(0, count, per_slice):
                 rows = min(per_slice, count - start)
@@ -194,9 +208,10 @@ def iter_npy_slices(
                 while filled < rows * sample_bytes:
                     got = handle.readinto(view[filled:])
                     if not got:
+                        at = header.offset + start * sample_bytes + filled
                         raise InputError(
-                            f"{name}: truncated while being read (the file shrank to "
-                            f"{header.offset + start * sample_bytes + filled:,} bytes)"
+                            f"{name}: truncated while being read: it ended after {at:,} "
+                            f"bytes, its header declares {header.offset + header.nbytes:,}"
                         )
                     filled += got
                 yield start, chunk

@@ -18,7 +18,10 @@ dilation ``d`` and stride ``s``::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import dataclasses
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from typing import Any, Literal, TypeAlias
 
 import numpy as np
@@ -44,6 +47,7 @@ __all__ = [
     "LAYOUTS",
     "PAD_MODES",
     "THREADS_ENV",
+    "Tuning",
     "applicable_conv_paths",
     "avg_pool2d",
     "choose_conv_path",
@@ -51,6 +55,8 @@ __all__ = [
     "conv2d_path",
     "max_pool2d",
     "resolve_padding",
+    "tuned",
+    "tuning",
 ]
 
 #: Input/output layouts of arrays: batch, height, width, channels in either order.
@@ -436,7 +442,7 @@ def conv2d(
     path = choose_conv_path(geometry)
     shape = (geometry.batch.shape[0], geometry.rows.out, geometry.cols.out, geometry.filters)
     result = np.empty(shape, dtype=geometry.dtype)
-    PATHS[path](geometry, result, BLOCK_BYTES, workers)
+    PATHS[path](geometry, result, tuning().block_bytes, workers)
     if bias_vector is not None:
         result += bias_vector
     return _from_nhwc(result, source.ndim, layout)
@@ -451,8 +457,49 @@ SEPARABLE_MIN_TAPS = 49
 #: Depthwise kernels with fewer taps never take the FFT path: below it the tap loop is as
 #: fast, and it keeps results of small integer kernels on integer images exact.
 FFT_MIN_TAPS = 49
-#: Tests set this to a name in CONV_PATHS to force that path wherever it applies.
-_FORCE_CONV_PATH: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Tuning:
+    """How the engine blocks its work: for tests and benchmarks, never needed for results.
+
+    ``block_bytes`` is the scratch one block aims for (small values split row bands and
+    image groups at awkward places); ``conv_path`` forces a path of CONV_PATHS wherever it
+    applies. Set with :func:`tuned`; a context variable, so it follows the engine's
+    threads and stays out of other tests and threads.
+    """
+
+    block_bytes: int = BLOCK_BYTES
+    conv_path: str | None = None
+
+
+_TUNING: ContextVar[Tuning] = ContextVar("convcli_engine_tuning", default=Tuning())  # noqa: B039 - frozen
+
+
+def tuning() -> Tuning:
+    """The tuning in force (the defaults unless inside :func:`tuned`)."""
+    return _TUNING.get()
+
+
+@contextlib.contextmanager
+def tuned(**changes: Any) -> Iterator[Tuning]:
+    """Run the block with some :class:`Tuning` fields changed, e.g. ``tuned(block_bytes=1)``.
+
+    Raises:
+        ConvcliError: an unknown field, a block size below 1 or an unknown path.
+    """
+    unknown = set(changes) - {field.name for field in dataclasses.fields(Tuning)}
+    if unknown:
+        raise ConvcliError(f"unknown tuning fields {sorted(unknown)}")
+    if changes.get("block_bytes", 1) < 1:
+        raise ConvcliError(f"block_bytes must be >= 1, got {changes['block_bytes']!r}")
+    if changes.get("conv_path") is not None:
+        one_of(changes["conv_path"], CONV_PATHS, "conv_path")
+    token = _TUNING.set(dataclasses.replace(_TUNING.get(), **changes))
+    try:
+        yield _TUNING.get()
+    finally:
+        _TUNING.reset(token)
 
 
 def applicable_conv_paths(geometry: ConvGeometry) -> tuple[str, ...]:
@@ -467,7 +514,7 @@ def applicable_conv_paths(geometry: ConvGeometry) -> tuple[str, ...]:
         if (
             geometry.unit_stride
             and bool(np.isfinite(geometry.bank).all())
-            and fft_plan(geometry, BLOCK_BYTES).scratch_bytes <= FFT_SCRATCH_BYTES
+            and fft_plan(geometry, tuning().block_bytes).scratch_bytes <= FFT_SCRATCH_BYTES
         ):
             paths.append("fft")
     return tuple(paths)
@@ -482,7 +529,7 @@ def choose_conv_path(geometry: ConvGeometry) -> str:
       FFT_MIN_TAPS taps or more when its estimated cost per output is below the tap count;
       else the ``depthwise`` tap loop.
     """
-    forced = _FORCE_CONV_PATH
+    forced = tuning().conv_path
     if forced is not None and forced in applicable_conv_paths(geometry):
         return forced
     if not geometry.depthwise:
@@ -493,7 +540,7 @@ def choose_conv_path(geometry: ConvGeometry) -> str:
     if (
         taps >= FFT_MIN_TAPS
         and "fft" in applicable_conv_paths(geometry)
-        and fft_cost(geometry, BLOCK_BYTES) < taps
+        and fft_cost(geometry, tuning().block_bytes) < taps
     ):
         return "fft"
     return "depthwise"
@@ -607,7 +654,7 @@ def _pool(
         reduce_axis(block, 2, cols, cols.out, across)
         reduce_axis(across, 1, rows, stop - first, result[images, first:stop])
 
-    tasks = bands(count, rows.out, padded_row_bytes, min(BLOCK_BYTES, POOL_BAND_BYTES))
+    tasks = bands(count, rows.out, padded_row_bytes, min(tuning().block_bytes, POOL_BAND_BYTES))
     run_blocks(tasks, band, workers)
     return result
 

@@ -23,6 +23,8 @@ MAX_KERNEL_FILE_BYTES: Final = 16 * 1024 * 1024
 MAX_JSON_DEPTH: Final = 64
 #: Most digits of an integer in a JSON kernel file (CPython's int() is quadratic in them).
 MAX_INT_DIGITS: Final = 400
+#: Longest .npy header read (numpy's own reader refuses over 10,000 bytes, after reading).
+MAX_NPY_HEADER_BYTES: Final = 64 * 1024
 #: Most members an ``.npz`` may hold.
 MAX_NPZ_MEMBERS: Final = 64
 #: Largest accepted ratio of declared to compressed size of an ``.npz`` member.

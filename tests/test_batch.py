@@ -16,22 +16,15 @@ from typing import Any
 import imageio.v3 as iio
 import numpy as np
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 from rich.console import Console
 
 from convcli import jobs as job_path
 from convcli import kernels, limits, pipeline, report, runner, sources
-from convcli.cli import main
 from convcli.fileio import TEMP_PREFIX
+from tests.conftest import ROOT, run, temp_files
 
-ROOT = Path(__file__).resolve().parents[1]
 RNG = np.random.default_rng(5)
-
-
-def run(*args: Any) -> Result:
-    # wide tables, so that long temporary paths stay on one line in stderr
-    runner = CliRunner(env={"COLUMNS": "300"})
-    return runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
 def summary_of(result: Result) -> dict[str, Any]:
@@ -60,10 +53,6 @@ def files(folder: Path) -> dict[str, bytes]:
         for path in sorted(folder.rglob("*"))
         if path.is_file()
     }
-
-
-def temp_files(folder: Path) -> list[Path]:
-    return [path for path in folder.rglob("*") if path.name.startswith(TEMP_PREFIX)]
 
 
 def mixed_folder(root: Path) -> Path:

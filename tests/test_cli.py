@@ -9,19 +9,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
 from convcli import avg_pool2d, conv2d, max_pool2d
 from convcli.cli import main
+from tests.conftest import SEED_IMAGE, SEED_KERNEL, SEED_OUTPUT, assert_clean_error, run
 from tests.reference import conv2d_loop
 
 FIXTURES = Path(__file__).parent / "fixtures" / "reference"
-SEED_IMAGE = [[3, 3, 2, 1, 0], [0, 0, 1, 3, 1], [3, 1, 2, 2, 3], [2, 0, 0, 2, 2], [2, 0, 0, 0, 1]]
-SEED_KERNEL = [[0, 1, 2], [2, 2, 0], [0, 1, 2]]
-
-
-def run(*args: Any) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
 def save(path: Path, array: Any) -> Path:
@@ -34,19 +29,6 @@ def write_kernel(path: Path, content: Any) -> Path:
     return path
 
 
-def assert_clean_error(result: Result, code: int, *fragments: str) -> None:
-    """One Error: line naming the problem, the right exit code, no traceback."""
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.stderr
-    assert "Error:" in result.stderr
-    for fragment in fragments:
-        assert fragment in result.stderr
-
-
-def temp_files(folder: Path) -> list[Path]:
-    return [p for p in folder.rglob("*") if p.name.startswith(".convcli-tmp-")]
-
-
 def test_seed_case_through_the_cli(tmp_path: Path) -> None:
     """The seed's 5x5 image and 3x3 kernel, stride 1, pad 0, give the seed's numbers."""
     image = save(tmp_path / "image.npy", SEED_IMAGE)
@@ -54,7 +36,7 @@ def test_seed_case_through_the_cli(tmp_path: Path) -> None:
     result = run("conv", image, "-k", kernel, "--padding", "0", "-o", tmp_path / "out.npy")
     assert result.exit_code == 0, result.stderr
     out = np.load(tmp_path / "out.npy")
-    np.testing.assert_array_equal(out, [[12, 12, 17], [10, 17, 19], [9, 6, 14]])
+    np.testing.assert_array_equal(out, SEED_OUTPUT)
     assert out.dtype == np.float32
     assert "5x5 -> 3x3" in result.stderr
 

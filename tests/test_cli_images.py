@@ -7,16 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner, Result
 
 from convcli import conv2d, images, max_pool2d
-from convcli.cli import main
+from tests.conftest import run
 
 SAMPLES = Path(__file__).parent.parent / "sample_images"
-
-
-def run(*args: object) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
 def read(path: Path) -> np.ndarray:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
@@ -12,21 +11,13 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from convcli import ConvcliError, LimitError, avg_pool2d, conv2d, engine, max_pool2d
+from tests.conftest import SEED_IMAGE, SEED_KERNEL, SEED_OUTPUT
 from tests.reference import conv2d_loop, pair, pool2d_loop, pool_size
 
-SEED_IMAGE = [[3, 3, 2, 1, 0], [0, 0, 1, 3, 1], [3, 1, 2, 2, 3], [2, 0, 0, 2, 2], [2, 0, 0, 0, 1]]
-SEED_KERNEL = [[0, 1, 2], [2, 2, 0], [0, 1, 2]]
 
-
-@contextmanager
-def block_bytes(value: int) -> Iterator[None]:
+def block_bytes(value: int) -> AbstractContextManager[engine.Tuning]:
     """Force small blocks so row bands and image groups split at awkward places."""
-    saved = engine.BLOCK_BYTES
-    engine.BLOCK_BYTES = value
-    try:
-        yield
-    finally:
-        engine.BLOCK_BYTES = saved
+    return engine.tuned(block_bytes=value)
 
 
 def to_layout(x: np.ndarray, layout: str) -> np.ndarray:
@@ -263,7 +254,7 @@ def test_avg_pool2d_matches_plain_loop(case: dict[str, Any], include: bool, bloc
 def test_seed_case_gives_the_seed_numbers() -> None:
     """The seed repository's 5x5 example, stride 1, no padding."""
     out = conv2d(np.array(SEED_IMAGE), np.array(SEED_KERNEL), padding=0)
-    np.testing.assert_array_equal(out, [[12, 12, 17], [10, 17, 19], [9, 6, 14]])
+    np.testing.assert_array_equal(out, SEED_OUTPUT)
     assert out.dtype == np.float32
 
 
@@ -386,15 +377,9 @@ def test_bias_is_added_per_output_channel() -> None:
 # --------------------------------------------------------------------------- engine paths
 
 
-@contextmanager
-def forced_path(path: str | None) -> Iterator[None]:
+def forced_path(path: str | None) -> AbstractContextManager[engine.Tuning]:
     """Make conv2d take ``path`` wherever that path applies."""
-    saved = engine._FORCE_CONV_PATH
-    engine._FORCE_CONV_PATH = path
-    try:
-        yield
-    finally:
-        engine._FORCE_CONV_PATH = saved
+    return engine.tuned(conv_path=path)
 
 
 @st.composite

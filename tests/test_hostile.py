@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -20,13 +21,15 @@ from click.testing import CliRunner, Result
 from convcli import conv2d, max_pool2d
 from convcli.cli import main
 from convcli.fileio import TEMP_PREFIX, atomic_write, write_stdout
+from tests.conftest import convcli_command, subprocess_env
 from tests.hostile import make_corpus
 from tests.hostile.cases import CASES, USAGE, Case
 
 CORPUS = make_corpus.CORPUS
 MARKER = make_corpus.PICKLE_MARKER
-#: Seconds one case may take in-process (they take milliseconds; the TIFF bomb is the slowest).
-CASE_SECONDS = 5.0
+#: Bytes one case may allocate in-process (traced by tracemalloc, NumPy's arrays included):
+#: bombs and oversized headers are refused before their pixels or arrays are allocated.
+CASE_PEAK_BYTES = 64 * 1024**2
 #: Peak resident memory allowed while refusing the largest bomb (the 400 KB zlib TIFF that
 #: decodes to 400 MB), in MiB.
 BOMB_PEAK_MIB = 200
@@ -102,13 +105,16 @@ def test_hostile_case(
     monkeypatch.chdir(cwd)
     before = digest(out)
     stdin = (CORPUS / case.stdin).read_bytes() if case.stdin else None
-    started = time.perf_counter()
-    result: Result = CliRunner().invoke(main, argv(case, out, large), input=stdin)
-    elapsed = time.perf_counter() - started
+    tracemalloc.start()
+    try:
+        result: Result = CliRunner().invoke(main, argv(case, out, large), input=stdin)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     check_outcome(case, result.exit_code, result.stdout, result.stderr, out, before)
-    assert elapsed < CASE_SECONDS
+    assert peak < CASE_PEAK_BYTES, f"{peak:,} bytes allocated to refuse it"
     assert not (cwd / MARKER).exists(), "a pickle payload ran"
     assert digest(CORPUS) == CORPUS_DIGEST, "an input changed"
 
@@ -118,12 +124,10 @@ SUBPROCESS_CASES = [case for case in CASES if case.subprocess]
 
 def run_convcli(args: list[str], cwd: Path, stdin: bytes | None = None) -> subprocess.Popen[bytes]:
     """Start ``python -m convcli`` with warnings shown (as a user's default would)."""
-    env = {**os.environ, "PYTHONWARNINGS": "default", "COLUMNS": "200"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     return subprocess.Popen(
-        [sys.executable, "-m", "convcli", *args],
+        convcli_command(*args),
         cwd=cwd,
-        env=env,
+        env=subprocess_env(PYTHONWARNINGS="default"),
         stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -351,9 +355,9 @@ def test_ctrl_c_exits_130_quietly_and_writes_nothing(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     process = subprocess.Popen(
-        [sys.executable, "-m", "convcli", "conv", "-", "-k", "sharpen", "-o", str(out / "r.png")],
+        convcli_command("conv", "-", "-k", "sharpen", "-o", out / "r.png"),
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env=subprocess_env(),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

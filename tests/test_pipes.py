@@ -11,15 +11,9 @@ import numpy as np
 import pytest
 
 from convcli import images
+from tests.conftest import convcli
 
 SAMPLES = Path(__file__).parent.parent / "sample_images"
-CONVCLI = [sys.executable, "-m", "convcli"]
-
-
-def convcli(*args: str | Path, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [*CONVCLI, *map(str, args)], input=stdin, capture_output=True, timeout=120, check=False
-    )
 
 
 def test_stdout_is_byte_identical_to_the_file(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from convcli.images import encode_image, read_image
 from convcli.pairs import compare_paths
 from convcli.report_verify import render_comparisons
 from convcli.verify import comparisons_to_json, diff_heatmap
+from tests.conftest import SUBPROCESS_TIMEOUT, convcli_command
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "verify"
@@ -795,11 +796,11 @@ def test_cli_help_has_examples() -> None:
 
 def convcli(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "convcli", "verify", *map(str, args)],
+        convcli_command("verify", *args),
         capture_output=True,
         text=True,
         cwd=ROOT,
-        timeout=60,
+        timeout=SUBPROCESS_TIMEOUT,
     )
 
 
