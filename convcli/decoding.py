@@ -12,7 +12,7 @@ import contextlib
 import struct
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import numpy as np
@@ -79,9 +79,35 @@ class ImageHeader:
     mode: str
 
 
+@dataclass(frozen=True)
+class Metadata:
+    """What an image file holds besides its pixels, carried to the output (``--strip``: none).
+
+    Attributes
+    ----------
+    icc : bytes or None
+        The ICC colour profile.
+    exif : bytes or None
+        The EXIF block as TIFF-structured bytes (starting ``II*\0`` or ``MM\0*``, no
+        ``Exif\0\0`` prefix), with its Orientation reset to 1: pixels are read upright.
+    xmp : bytes or None
+        The XMP packet.
+    dpi : (float, float) or None
+        Horizontal and vertical resolution in pixels per inch.
+    text : tuple of (str, str)
+        PNG text chunks (tEXt, zTXt, iTXt) as (keyword, text), in file order.
+    """
+
+    icc: bytes | None = None
+    exif: bytes | None = None
+    xmp: bytes | None = None
+    dpi: tuple[float, float] | None = None
+    text: tuple[tuple[str, str], ...] = ()
+
+
 @dataclass
 class Image:
-    """A decoded image.
+    """A decoded image (one frame or page of it).
 
     Attributes
     ----------
@@ -91,11 +117,14 @@ class Image:
         A key of :data:`IMAGE_FORMATS`.
     has_alpha : bool
         The last channel is alpha (gray + alpha or RGBA).
+    metadata : Metadata
+        ICC profile, EXIF, XMP, resolution and text of the file.
     """
 
     pixels: Array
     format: str
     has_alpha: bool
+    metadata: Metadata = field(default_factory=Metadata)
 
 
 @dataclass(frozen=True)
