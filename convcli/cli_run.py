@@ -21,8 +21,9 @@ from convcli.errors import ConvcliError, ExitCode, one_line
 from convcli.fileio import BrokenPipe
 from convcli.jobs import STDOUT, Settings
 from convcli.limits import DEFAULT_MAX_PIXELS
-from convcli.params import BYTES, PADDING, PAIR
+from convcli.params import BYTES, COLOR, FRAMES, PADDING, PAIR
 from convcli.plan import check_inputs, plan_run
+from convcli.process import ALPHA_MODES
 from convcli.runner import Run, Summary
 from convcli.sources import ALL_FORMATS
 from convcli.threads import THREADS_ENV
@@ -82,9 +83,34 @@ def output_options(command: F) -> F:
             "--quality", type=click.IntRange(1, 100), help="JPEG/WebP quality (default 95)."
         ),
         click.option(
+            "--alpha",
+            type=click.Choice(ALPHA_MODES),
+            default="pass",
+            show_default=True,
+            help="Alpha: pass through unfiltered, filter like colour, or premultiply (colour "
+            "weighted by alpha: no dark fringe on a blurred cut-out).",
+        ),
+        click.option(
             "--filter-alpha",
             is_flag=True,
-            help="Filter the alpha channel too (default: it passes through).",
+            help="Filter the alpha channel too (the same as --alpha filter).",
+        ),
+        click.option(
+            "--background",
+            type=COLOR,
+            help="Flatten alpha onto this colour (a name or #rrggbb): JPEG and BMP need it.",
+        ),
+        click.option("--linear", is_flag=True, help="Filter 8/16-bit sRGB images in linear light."),
+        click.option(
+            "--strip", is_flag=True, help="Drop metadata (ICC profile, EXIF, XMP, DPI, text)."
+        ),
+        click.option(
+            "--frames",
+            type=FRAMES,
+            default="all",
+            show_default=True,
+            help="Frames or pages of GIF, APNG, WebP and TIFF inputs: all, first, or "
+            "0-based indices I[,J...].",
         ),
         click.option("--overwrite", is_flag=True, help="Replace existing outputs."),
         click.option(
@@ -145,7 +171,11 @@ class RunOptions:
     range_mode: str
     out_dtype: str | None
     quality: int | None
-    filter_alpha: bool
+    alpha: str
+    background: tuple[float, float, float] | None
+    linear: bool
+    strip: bool
+    frames: str | tuple[int, ...]
     overwrite: bool
     skip_existing: bool
     pattern: str | None
@@ -163,7 +193,11 @@ class RunOptions:
             range_mode=self.range_mode,
             out_dtype=self.out_dtype,
             quality=self.quality,
-            filter_alpha=self.filter_alpha,
+            alpha=self.alpha,
+            background=self.background,
+            linear=self.linear,
+            strip=self.strip,
+            frames=self.frames,
             max_bytes=self.max_bytes,
             threads=self.threads,
         )
@@ -175,6 +209,15 @@ class RunOptions:
             skip_existing=self.skip_existing,
             debug=debug,
         )
+
+
+def _alpha_mode(alpha: str, filter_alpha: bool) -> str:
+    if filter_alpha and alpha not in ("pass", "filter"):
+        raise click.BadParameter(
+            f"--filter-alpha is --alpha filter; it contradicts --alpha {alpha}",
+            param_hint="--filter-alpha",
+        )
+    return "filter" if filter_alpha else alpha
 
 
 def _refuse(message: str) -> NoReturn:
@@ -306,7 +349,9 @@ def _run(options: RunOptions, operation: pipeline.Operation) -> None:
     help="same (TensorFlow's rule), valid, N, PH,PW or T,B,L,R (default same).",
 )
 @click.option(
-    "--pad-mode", type=click.Choice(engine.PAD_MODES), help="What padding holds (default zeros)."
+    "--pad-mode",
+    type=click.Choice(engine.PAD_MODES),
+    help="What padding holds (default: the kernel's, else replicate for images, zeros for arrays).",
 )
 @click.option("--dilation", type=PAIR, help="Dilation N or H,W (default 1).")
 @click.option("--groups", type=click.IntRange(min=1), help="Grouped convolution (default 1).")
@@ -316,7 +361,7 @@ def _run(options: RunOptions, operation: pipeline.Operation) -> None:
 @click.option(
     "--kernel-layout",
     type=click.Choice(engine.KERNEL_LAYOUTS),
-    help="Layout of 4-D .npy kernels (default OHWI).",
+    help="Layout of 4-D .npy kernels (default OHWI; OIHW with --layout NCHW).",
 )
 @output_options
 def conv(
@@ -335,7 +380,12 @@ def conv(
     range_mode: str,
     out_dtype: str | None,
     quality: int | None,
+    alpha: str,
     filter_alpha: bool,
+    background: tuple[float, float, float] | None,
+    linear: bool,
+    strip: bool,
+    frames: str | tuple[int, ...],
     overwrite: bool,
     skip_existing: bool,
     pattern: str | None,
@@ -350,7 +400,8 @@ def conv(
 
     INPUT is an image (PNG, JPEG, TIFF, BMP, GIF, WebP), a .npy or .npz array, a folder, or -
     for stdin. Operation defaults come from the kernel file, then: stride 1, padding same,
-    pad-mode zeros, dilation 1. Arrays are (N,H,W,C), (H,W,C) or (H,W) in --layout.
+    dilation 1, pad-mode replicate for images (no dark frame at a photo's edge) and zeros
+    for arrays (PyTorch's). Arrays are (N,H,W,C), (H,W,C) or (H,W) in --layout.
 
     \b
     Examples:
@@ -361,9 +412,12 @@ def conv(
       convcli conv batch.npy -k filters.npy --kernel-layout OIHW --layout NCHW -o out.npy
     """
     options = RunOptions(
-        inputs, output, output_format, layout, range_mode, out_dtype, quality, filter_alpha,
+        inputs, output, output_format, layout, range_mode, out_dtype, quality,
+        _alpha_mode(alpha, filter_alpha), background, linear, strip, frames,
         overwrite, skip_existing, pattern, jobs, threads, max_bytes, max_pixels, quiet, as_json,
     )  # fmt: skip
+    if kernel_layout is None and layout == "NCHW":
+        kernel_layout = "OIHW"  # the PyTorch pair: NCHW activations, OIHW weights
     kernel = kernels.load_kernel(kernel_spec, kernel_layout=kernel_layout)
     flags = {
         "stride": stride,
@@ -383,7 +437,7 @@ def conv(
         padding=chosen.get("padding", "same"),
         dilation=chosen.get("dilation", 1),
         groups=chosen.get("groups", 1),
-        pad_mode=chosen.get("pad_mode", "zeros"),
+        pad_mode=chosen.get("pad_mode"),  # None: replicate for images, zeros for arrays
         flip=bool(chosen.get("flip", False)),
     )
     _run(options, operation)
@@ -436,7 +490,12 @@ def pool(
     range_mode: str,
     out_dtype: str | None,
     quality: int | None,
+    alpha: str,
     filter_alpha: bool,
+    background: tuple[float, float, float] | None,
+    linear: bool,
+    strip: bool,
+    frames: str | tuple[int, ...],
     overwrite: bool,
     skip_existing: bool,
     pattern: str | None,
@@ -459,7 +518,8 @@ def pool(
       convcli pool acts.npy --size 2 --op avg --padding same --no-count-include-pad -o tf.npy
     """
     options = RunOptions(
-        inputs, output, output_format, layout, range_mode, out_dtype, quality, filter_alpha,
+        inputs, output, output_format, layout, range_mode, out_dtype, quality,
+        _alpha_mode(alpha, filter_alpha), background, linear, strip, frames,
         overwrite, skip_existing, pattern, jobs, threads, max_bytes, max_pixels, quiet, as_json,
     )  # fmt: skip
     operation = pipeline.Pooling(

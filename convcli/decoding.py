@@ -32,6 +32,7 @@ __all__ = [
     "check_pixels",
     "decoder_errors",
     "finish",
+    "orient",
     "reason",
 ]
 
@@ -105,6 +106,18 @@ class Metadata:
     text: tuple[tuple[str, str], ...] = ()
 
 
+@dataclass(frozen=True)
+class JpegSettings:
+    """How a JPEG was compressed, so a JPEG written from it can be compressed alike.
+
+    ``qtables`` are the quantization tables (64 values each, in natural order, as Pillow's
+    ``quantization``), ``subsampling`` Pillow's code (0: 4:4:4, 1: 4:2:2, 2: 4:2:0).
+    """
+
+    qtables: tuple[tuple[int, ...], ...]
+    subsampling: int
+
+
 @dataclass
 class Image:
     """A decoded image (one frame or page of it).
@@ -119,12 +132,15 @@ class Image:
         The last channel is alpha (gray + alpha or RGBA).
     metadata : Metadata
         ICC profile, EXIF, XMP, resolution and text of the file.
+    jpeg : JpegSettings or None
+        A JPEG's quantization tables and chroma subsampling.
     """
 
     pixels: Array
     format: str
     has_alpha: bool
     metadata: Metadata = field(default_factory=Metadata)
+    jpeg: JpegSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -141,6 +157,9 @@ class DecodePlan:
     png16: tuple[int, int] | None = None
     #: TIFF only: let Pillow decode (tifffile lacks the codec).
     use_pillow: bool = False
+    #: Gray PNG with tRNS: the gray value (as 8-bit, after Pillow's scaling) that is
+    #: transparent; decoding adds the alpha channel itself (Pillow ignores tRNS below 8 bits).
+    transparent_gray: int | None = None
 
 
 @contextlib.contextmanager
@@ -214,4 +233,25 @@ def finish(pixels: Array, header: ImageHeader, name: str) -> Array:
             f"{name}: cannot read image: decoded {pixels.shape} {pixels.dtype} pixels, "
             f"but the header announced {expected} {header.dtype}"
         )
+    return pixels
+
+
+def orient(pixels: Array, orientation: int) -> Array:
+    """Turn stored pixels upright for an EXIF/TIFF orientation (1-8), as Pillow's
+    ``ImageOps.exif_transpose`` does; 5-8 swap rows and columns.
+    """
+    if orientation == 2:
+        return pixels[:, ::-1]
+    if orientation == 3:
+        return pixels[::-1, ::-1]
+    if orientation == 4:
+        return pixels[::-1]
+    if orientation == 5:
+        return pixels.swapaxes(0, 1)
+    if orientation == 6:
+        return np.rot90(pixels, -1)
+    if orientation == 7:
+        return pixels[::-1, ::-1].swapaxes(0, 1)
+    if orientation == 8:
+        return np.rot90(pixels, 1)
     return pixels

@@ -31,30 +31,39 @@ from __future__ import annotations
 
 import contextlib
 import io
-import struct
-import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import IO, Any
 
-import numpy as np
 import numpy.typing as npt
 
 from convcli.decoding import (
     Image,
     ImageHeader,
+    JpegSettings,
     check_decoded_bytes,
     check_pixels,
     decoder_errors,
-    reason,
 )
-from convcli.errors import ConvcliError, InputError, join_or
+from convcli.errors import ConvcliError, InputError
+from convcli.image_meta import pillow_metadata
+from convcli.image_write import (
+    DEFAULT_QUALITY,
+    IMAGE_FORMATS,
+    LABELS,
+    MULTI_FRAME_FORMATS,
+    PNG_COMPRESS_LEVEL,
+    Animation,
+    FrameWriter,
+    check_frames,
+    check_writable,
+    encode_image,
+)
 from convcli.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from convcli.pillow_decode import decode_pillow, pillow_open, pillow_plan
 from convcli.pixels import OUT_DTYPES, RANGE_MODES, merge_alpha, split_alpha, to_image_dtype
-from convcli.png import PNG_SIGNATURE, encode_png
+from convcli.png import PNG_SIGNATURE
 
 # TIFF (tifffile) and the formats written through imageio are imported where they are used:
 # together they take about 15 ms to import, a twentieth of a PNG-to-PNG command's run.
@@ -63,6 +72,11 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_QUALITY",
     "IMAGE_FORMATS",
+    "LABELS",
+    "MULTI_FRAME_FORMATS",
+    "Animation",
+    "FrameWriter",
+    "check_frames",
     "OUT_DTYPES",
     "PNG_COMPRESS_LEVEL",
     "RANGE_MODES",
@@ -80,32 +94,6 @@ __all__ = [
 ]
 
 Array = npt.NDArray[Any]
-
-#: Image format name -> file extensions (the first is the one written).
-IMAGE_FORMATS: Final[dict[str, tuple[str, ...]]] = {
-    "png": (".png",),
-    "jpeg": (".jpg", ".jpeg"),
-    "tiff": (".tif", ".tiff"),
-    "bmp": (".bmp",),
-    "gif": (".gif",),
-    "webp": (".webp",),
-}
-#: JPEG and WebP quality when none is given.
-DEFAULT_QUALITY: Final = 95
-#: zlib level of TIFF output and of the PNG pieces deflated with zlib's default strategy
-#: (see :func:`convcli.png.encode_png`): zlib's and Pillow's default. Measured on 1280x960
-#: RGB: level 1 is about 2x faster but 2-25% larger, level 9 at most 3% smaller but up to 6x
-#: slower.
-PNG_COMPRESS_LEVEL: Final = 6
-_LABELS: Final = {
-    "png": "PNG",
-    "jpeg": "JPEG",
-    "tiff": "TIFF",
-    "bmp": "BMP",
-    "gif": "GIF",
-    "webp": "WebP",
-}
-
 
 # --------------------------------------------------------------------------- format detection
 
@@ -234,7 +222,9 @@ def read_image(
                 plan = pillow_plan(opened, fmt, prefix, name)
                 check_decoded_bytes(plan.header, plan.header.dtype, max_bytes, name)
                 pixels = decode_pillow(opened, plan, handle, name)
-            return Image(pixels, fmt, plan.has_alpha)
+                metadata = pillow_metadata(opened.info, fmt)
+                jpeg = jpeg_settings(opened) if fmt == "jpeg" else None
+            return Image(pixels, fmt, plan.has_alpha, metadata, jpeg)
 
 
 @contextlib.contextmanager
@@ -270,156 +260,18 @@ def _sniff_image(handle: IO[bytes], name: str) -> tuple[str, bytes]:
     return fmt, prefix
 
 
-# --------------------------------------------------------------------------- writing
+def jpeg_settings(opened: Any) -> JpegSettings | None:
+    """A JPEG's quantization tables and chroma subsampling, as Pillow read them."""
+    from PIL import JpegImagePlugin
 
-
-@dataclass(frozen=True)
-class _WriteRule:
-    """What a format can hold."""
-
-    dtypes: tuple[str, ...]
-    #: Channel counts it holds (None: any).
-    channels: tuple[int, ...] | None
-    #: Largest width or height.
-    max_side: int
-
-
-_WRITE_RULES: Final = {
-    "png": _WriteRule(("uint8", "uint16"), (1, 2, 3, 4), 2**31 - 1),
-    "jpeg": _WriteRule(("uint8",), (1, 3), 65_500),  # libjpeg's JPEG_MAX_DIMENSION
-    "tiff": _WriteRule(("uint8", "uint16", "float32"), None, 2**32 - 1),
-    "bmp": _WriteRule(("uint8",), (1, 3), 2**31 - 1),  # Pillow writes RGBA BMPs it reads as RGB
-    "gif": _WriteRule(("uint8",), (1, 3), 65_535),
-    "webp": _WriteRule(("uint8",), (1, 2, 3, 4), 16_383),  # gray is stored as RGB
-}
-_CHANNEL_NAMES: Final = {1: "gray", 2: "gray + alpha", 3: "RGB", 4: "RGBA"}
-
-
-def check_writable(pixels_shape: tuple[int, ...], dtype: str, format: str, *, name: str) -> None:
-    """Refuse, from shape and dtype alone, pixels that ``format`` cannot hold.
-
-    Parameters
-    ----------
-    pixels_shape : tuple of int
-        ``(H, W)`` or ``(H, W, C)``.
-    dtype : str
-        The pixel dtype to be written.
-    format : str
-        A key of :data:`IMAGE_FORMATS`.
-    name : str
-        The output path or ``"<stdout>"``, used in messages.
-
-    Raises
-    ------
-    ConvcliError
-        Unknown format, a shape that is no image, or a dtype, channel count or size the
-        format cannot hold; the message names a format (or .npy) that can.
-    """
-    rule = _WRITE_RULES.get(format)
-    if rule is None:
-        raise ConvcliError(
-            f"{name}: unknown image format {format!r}; "
-            f"expected one of {join_or(tuple(_WRITE_RULES))}"
-        )
-    label = _LABELS[format]
-    shape = tuple(int(n) for n in pixels_shape)
-    if len(shape) not in (2, 3) or min(shape) < 1:
-        raise ConvcliError(
-            f"{name}: an image is (height, width) or (height, width, channels), not {shape}; "
-            "write .npy or .npz"
-        )
+    tables = getattr(opened, "quantization", None)
+    if not tables:
+        return None
     try:
-        dtype_name = np.dtype(dtype).name
-    except TypeError as exc:
-        raise ConvcliError(f"{name}: unknown dtype {dtype!r}") from exc
-    channels = shape[2] if len(shape) == 3 else 1
-    if dtype_name not in rule.dtypes:
-        if dtype_name == "float32":
-            fix = "write TIFF or .npy, or pass --out-dtype uint8"
-        elif dtype_name == "uint16":
-            fix = "write PNG or TIFF, or pass --out-dtype uint8"
-        else:
-            fix = f"images hold {join_or(OUT_DTYPES)}: pass --out-dtype, or write .npy"
-        raise ConvcliError(f"{name}: {label} cannot hold {dtype_name} data; {fix}")
-    if rule.channels is not None and channels not in rule.channels:
-        holders = [
-            _LABELS[other]
-            for other, other_rule in _WRITE_RULES.items()
-            if dtype_name in other_rule.dtypes
-            and (other_rule.channels is None or channels in other_rule.channels)
-        ]
-        if channels not in _CHANNEL_NAMES:
-            holders += [".npy", ".npz"]
-        what = _CHANNEL_NAMES.get(channels, f"{channels} channels")
-        raise ConvcliError(
-            f"{name}: {label} cannot hold {what} images ({channels} channels); "
-            f"write {join_or(tuple(holders))}"
-        )
-    height, width = shape[:2]
-    if max(height, width) > rule.max_side:
-        raise ConvcliError(
-            f"{name}: {label} images are at most {rule.max_side:,} pixels on a side, "
-            f"not {width}x{height}; write TIFF or .npy"
-        )
-
-
-def encode_image(pixels: Array, *, format: str, quality: int | None = None, name: str) -> bytes:
-    """Encode pixels as an image file's bytes, deterministically.
-
-    Parameters
-    ----------
-    pixels : ndarray
-        ``(H, W)`` or ``(H, W, C)``; ``(H, W, 1)`` is written as gray. 2 and 4 channels are
-        gray + alpha and RGBA.
-    format : str
-        A key of :data:`IMAGE_FORMATS`. PNG: uint8 or uint16, 1-4 channels. JPEG: uint8 gray
-        or RGB (4:4:4 chroma at quality >= 90, else 4:2:0, as ImageMagick). TIFF: uint8, uint16
-        or float32 with any channel count, deflate-compressed. BMP: uint8 gray or RGB. GIF:
-        uint8 gray or RGB (RGB is quantized to 256 colors). WebP: uint8; gray is stored as RGB.
-    quality : int, optional
-        JPEG and WebP quality, 1-100 (default :data:`DEFAULT_QUALITY`); ignored by lossless
-        formats.
-    name : str
-        The output path or ``"<stdout>"``, used in messages.
-
-    Returns
-    -------
-    bytes
-        The file's contents; the same pixels always give the same bytes.
-
-    Raises
-    ------
-    ConvcliError
-        The format cannot hold the pixels (see :func:`check_writable`), or encoding failed.
-    """
-    array = np.asarray(pixels)
-    check_writable(array.shape, str(array.dtype), format, name=name)
-    if quality is None:
-        quality = DEFAULT_QUALITY
-    if not 1 <= quality <= 100:
-        raise ConvcliError(f"{name}: quality must be between 1 and 100, not {quality}")
-    if array.ndim == 3 and array.shape[2] == 1:
-        array = array[:, :, 0]
-    array = np.ascontiguousarray(array)
-    try:
-        if format == "tiff":
-            from convcli.tiff import encode_tiff
-
-            return encode_tiff(array, level=PNG_COMPRESS_LEVEL)
-        if format == "png":
-            return encode_png(array, level=PNG_COMPRESS_LEVEL)
-        options: dict[str, Any] = {}
-        if format == "jpeg":
-            options = {"quality": quality, "subsampling": 0 if quality >= 90 else 2}
-        elif format == "webp":
-            options = {"quality": quality}
-        import imageio.v3 as iio
-
-        encoded = iio.imwrite(
-            "<bytes>", array, extension=IMAGE_FORMATS[format][0], plugin="pillow", **options
-        )
-    except (OSError, ValueError, TypeError, KeyError, struct.error, zlib.error) as exc:
-        raise ConvcliError(f"{name}: cannot encode {_LABELS[format]}: {reason(exc)}") from exc
-    except MemoryError as exc:
-        raise ConvcliError(f"{name}: cannot encode {_LABELS[format]}: out of memory") from exc
-    return bytes(encoded)
+        subsampling = JpegImagePlugin.get_sampling(opened)
+    except Exception:  # an odd sampling layout: let the encoder choose
+        return None
+    if subsampling < 0:
+        return None
+    ordered = tuple(tuple(int(v) for v in tables[key]) for key in sorted(tables))
+    return JpegSettings(ordered, subsampling)

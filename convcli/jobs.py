@@ -20,6 +20,7 @@ from convcli import arrays, images, limits, pipeline
 from convcli.errors import ConvcliError, LimitError
 from convcli.fileio import BrokenPipe, OutputAppearedError, atomic_write, write_stdout, writing
 from convcli.limits import DEFAULT_MAX_PIXELS
+from convcli.process import process
 from convcli.sources import STDIN, format_of, read_input
 
 #: The name of standard output as a job's target.
@@ -182,11 +183,16 @@ def process_job(job: Job, settings: Settings) -> list[pipeline.Row]:
     rows = _npy_chunks(job, settings)
     if rows is not None:
         return rows
-    limit = settings.output.max_bytes
-    source = read_input(job.source, max_bytes=limit, max_pixels=settings.max_pixels)
+    options = settings.output
+    source = read_input(
+        job.source,
+        max_bytes=options.max_bytes,
+        max_pixels=settings.max_pixels,
+        frames=options.frames,
+    )
     # stdin to stdout without --format keeps the format the bytes announced
-    output = dataclasses.replace(settings.output, format=job.format or source.format)
-    payload, rows = pipeline.process(source, settings.operation, output)
+    output = dataclasses.replace(options, format=job.format or source.format)
+    payload, rows = process(source, settings.operation, output)
     del source
     if job.target == STDOUT:
         write_stdout(payload)

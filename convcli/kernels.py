@@ -37,7 +37,7 @@ from convcli.limits import (
     MAX_KERNEL_FILE_BYTES,
     MAX_KERNEL_WEIGHTS,
 )
-from convcli.presets import PRESETS, preset_kernel
+from convcli.presets import is_preset, preset_kernel, suggestion
 from convcli.validate import one_of
 
 #: Every key a JSON kernel object may have.
@@ -522,6 +522,7 @@ def load_kernel(
         )
     if path.is_dir():
         raise KernelError(f"{text}: is a folder, expected a kernel file or preset")
-    if text.partition(":")[0].strip() in PRESETS:
+    if is_preset(text):
         return preset_kernel(text)
-    raise KernelError(f"{text}: no such kernel file or preset (see `convcli kernels`)")
+    hint = suggestion(text.partition(":")[0].strip()) if not path.suffix else ""
+    raise KernelError(f"{text}: no such kernel file or preset{hint or ' (see `convcli kernels`)'}")

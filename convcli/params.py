@@ -70,9 +70,45 @@ class ByteSize(click.ParamType[Any, Any]):
         return int(number)
 
 
+class ColorType(click.ParamType[Any, Any]):
+    """A colour: a name (white, black, ...), ``#rgb`` or ``#rrggbb``; RGB in [0, 1]."""
+
+    name = "COLOR"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from convcli.errors import ConvcliError
+        from convcli.pixels import parse_color
+
+        if isinstance(value, tuple):
+            return value
+        try:
+            return parse_color(str(value))
+        except ConvcliError as error:
+            self.fail(str(error).removeprefix("--background: "), param, ctx)
+
+
+class FramesType(click.ParamType[Any, Any]):
+    """``all``, ``first`` or 0-based frame indices ``I[,J...]``."""
+
+    name = "all|first|I[,J...]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from convcli.errors import ConvcliError
+        from convcli.frames import parse_frames
+
+        if isinstance(value, tuple):
+            return value
+        try:
+            return parse_frames(str(value))
+        except ConvcliError as error:
+            self.fail(str(error).removeprefix("--frames "), param, ctx)
+
+
 PAIR = PairType()
 PADDING = PaddingType()
 BYTES = ByteSize()
+COLOR = ColorType()
+FRAMES = FramesType()
 
 
 class Tolerance(click.ParamType[Any, Any]):

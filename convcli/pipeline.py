@@ -1,15 +1,14 @@
-"""One input through one operation to the bytes of one output: the work behind conv and pool.
+"""The operations behind conv and pool, and the options every input is processed with.
 
-A :class:`~convcli.sources.Source` is what was read (an array, the members of an ``.npz``, or
-an image); an :class:`Operation` is a resolved convolution or pooling; :func:`process` turns a
-source into output bytes plus the rows of the report. Nothing here prints, parses flags,
-reads or writes files.
+An :class:`Operation` is a resolved convolution or pooling; :class:`OutputOptions` says how
+a result is computed and written; a :class:`Row` is one line of the report. The processing
+itself is :mod:`convcli.process`. Nothing here prints, parses flags, reads or writes files.
 """
 
 from __future__ import annotations
 
 import contextlib
-import time
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -17,11 +16,13 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from convcli import arrays, engine, images
+from convcli import engine
 from convcli.errors import ConvcliError, LimitError
 from convcli.limits import DEFAULT_MAX_BYTES
-from convcli.sources import Source
 
+#: Pad mode of a convolution whose kernel and flags name none: by the input's kind.
+IMAGE_PAD_MODE = "replicate"
+ARRAY_PAD_MODE = "zeros"
 #: What to do when the machine runs out of memory or threads within the limits.
 RESOURCE_ADVICE = "try fewer --threads or --jobs, or a smaller --max-bytes"
 
@@ -38,7 +39,12 @@ Array = npt.NDArray[Any]
 
 @dataclass(frozen=True)
 class Convolution:
-    """conv2d with every argument resolved (kernel file defaults, then flags, then spec)."""
+    """conv2d with every argument resolved (kernel file defaults, then flags, then spec).
+
+    ``pad_mode`` None pads by the input's kind: images replicate their edge (what
+    ImageMagick and libvips do: no dark or bright frame on a photo), arrays pad with zeros
+    (PyTorch's default); see :meth:`for_input`.
+    """
 
     weights: Array
     bias: Array | None
@@ -48,8 +54,14 @@ class Convolution:
     padding: engine.PaddingArg = "same"
     dilation: engine.PairArg = 1
     groups: int = 1
-    pad_mode: str = "zeros"
+    pad_mode: str | None = None
     flip: bool = False
+
+    def for_input(self, *, image: bool) -> Convolution:
+        """This convolution with the pad mode for an image or an array resolved."""
+        if self.pad_mode is not None:
+            return self
+        return dataclasses.replace(self, pad_mode=IMAGE_PAD_MODE if image else ARRAY_PAD_MODE)
 
     def apply(self, x: Array, *, layout: str, max_bytes: int, threads: int | None = None) -> Array:
         return engine.conv2d(
@@ -60,7 +72,7 @@ class Convolution:
             padding=self.padding,
             dilation=self.dilation,
             groups=self.groups,
-            pad_mode=self.pad_mode,
+            pad_mode=self.pad_mode or ARRAY_PAD_MODE,
             flip=self.flip,
             layout=layout,
             kernel_layout=self.kernel_layout,
@@ -83,7 +95,7 @@ class Convolution:
             stride=self.stride,
             padding=self.padding,
             dilation=self.dilation,
-            pad_mode="replicate" if self.pad_mode == "zeros" else self.pad_mode,
+            pad_mode="replicate" if self.pad_mode in (None, "zeros") else self.pad_mode,
             max_bytes=max_bytes,
             threads=threads,
         )
@@ -149,6 +161,10 @@ class Pooling:
             threads=threads,
         )
 
+    def for_input(self, *, image: bool) -> Pooling:
+        """Pooling pads the same way for every input."""
+        return self
+
     def carry_alpha(self, alpha: Array, *, max_bytes: int, threads: int | None = None) -> Array:
         """Alpha is pooled with the same operation, so it stays aligned with the colour."""
         return self.apply(alpha, layout="NHWC", max_bytes=max_bytes, threads=threads)
@@ -171,6 +187,10 @@ Operation = Convolution | Pooling
 class OutputOptions:
     """How inputs are computed and written (``--range``, ``--out-dtype``, ``--layout``, ...).
 
+    ``alpha`` is ``pass`` (carried through unfiltered), ``filter`` (filtered like colour) or
+    ``premultiply`` (colour filtered weighted by alpha, alpha filtered too); ``background``
+    (RGB in [0, 1]) flattens alpha away; ``linear`` filters sRGB images in linear light;
+    ``strip`` drops metadata; ``frames`` chooses the frames of multi-frame images.
     ``threads`` is the engine's thread count for one computation (None: every core).
     """
 
@@ -179,7 +199,11 @@ class OutputOptions:
     range_mode: str = "clip"
     out_dtype: str | None = None
     quality: int | None = None
-    filter_alpha: bool = False
+    alpha: str = "pass"
+    background: tuple[float, float, float] | None = None
+    linear: bool = False
+    strip: bool = False
+    frames: str | tuple[int, ...] = "all"
     max_bytes: int = DEFAULT_MAX_BYTES
     threads: int | None = None
 
@@ -196,73 +220,6 @@ class Row:
     operation: str
     seconds: float
     clipped: int = 0
-
-
-def _image_dtype(source_dtype: np.dtype[Any], requested: str | None) -> str:
-    if requested is not None:
-        return requested
-    if source_dtype in (np.uint8, np.uint16):
-        return str(source_dtype)
-    return "float32"
-
-
-def _filter_image(
-    pixels: Array, has_alpha: bool, operation: Operation, options: OutputOptions
-) -> tuple[Array, Array | None]:
-    """Filter an (H, W) or (H, W, C) image; return the result and the carried alpha (if any).
-
-    Unless --filter-alpha, the alpha channel is not filtered: it is carried through the same
-    geometry (see ``carry_alpha``) and returned in the input's dtype, to be appended after the
-    colour has been mapped to the output range.
-    """
-    if not has_alpha or options.filter_alpha:
-        return operation.apply(
-            pixels, layout="NHWC", max_bytes=options.max_bytes, threads=options.threads
-        ), None
-    color, alpha = images.split_alpha(pixels)
-    assert alpha is not None
-    result = operation.apply(
-        color, layout="NHWC", max_bytes=options.max_bytes, threads=options.threads
-    )
-    carried = operation.carry_alpha(alpha, max_bytes=options.max_bytes, threads=options.threads)
-    alpha_dtype = str(alpha.dtype) if alpha.dtype.kind in "ui" else "float32"
-    carried, _ = images.to_image_dtype(carried, dtype=alpha_dtype, range_mode="clip")
-    return result, carried
-
-
-def predicted_image_channels(
-    pixels: Array, has_alpha: bool, operation: Operation, filter_alpha: bool
-) -> int:
-    """Channels of the filtered image, known before computing (to refuse early)."""
-    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
-    if has_alpha and not filter_alpha:
-        return operation.out_channels(channels - 1) + 1
-    return operation.out_channels(channels)
-
-
-def process(
-    source: Source, operation: Operation, options: OutputOptions
-) -> tuple[bytes, list[Row]]:
-    """Apply ``operation`` to every array of ``source``; return the output's bytes and rows.
-
-    Raises:
-        ConvcliError: the combination of input, operation and output format cannot work;
-            raised before the computation wherever the shapes alone tell.
-    """
-    fmt = options.format
-    if source.format == "npz" and fmt != "npz":
-        raise ConvcliError(f"{source.name}: an .npz input is written as .npz, not {fmt}")
-    if source.format != "npz" and fmt == "npz":
-        raise ConvcliError(f"{source.name}: only an .npz input is written as .npz")
-    rows: list[Row] = []
-    results: dict[str, Array] = {}
-    for member, array in source.arrays.items():
-        label = f"{source.name}:{member}" if member else source.name
-        with naming_errors(label, source.name, operation):
-            result, row = _process_array(array, label, source, operation, options)
-        results[member] = result
-        rows.append(row)
-    return encode(results, fmt, options, name=source.name), rows
 
 
 @contextlib.contextmanager
@@ -294,67 +251,3 @@ def naming_errors(label: str, name: str, operation: Operation) -> Iterator[None]
     except (ValueError, ArithmeticError) as error:  # numpy's, e.g. LinAlgError, huge shapes
         reason = str(error).strip() or type(error).__name__
         raise ConvcliError(f"{label}: cannot compute {operation.describe()}: {reason}") from error
-
-
-def _process_array(
-    array: Array,
-    label: str,
-    source: Source,
-    operation: Operation,
-    options: OutputOptions,
-) -> tuple[Array, Row]:
-    """Filter one array of ``source``: the result (in the output's dtype) and its report row."""
-    fmt = options.format
-    is_image = source.image is not None
-    has_alpha = bool(source.image is not None and source.image.has_alpha)
-    layout = "NHWC" if is_image else options.layout
-    if fmt in images.IMAGE_FORMATS:
-        if not is_image and array.ndim not in (2, 3):
-            raise ConvcliError(
-                f"{label}: a {array.ndim}-D array cannot be written as one {fmt} image; write .npy"
-            )
-        if not is_image and layout == "NCHW" and array.ndim == 3:
-            raise ConvcliError(f"{label}: write NCHW arrays to .npy, not {fmt}")
-        channels = predicted_image_channels(array, has_alpha, operation, options.filter_alpha)
-        dtype = _image_dtype(array.dtype, options.out_dtype)
-        images.check_writable((1, 1, channels), dtype, fmt, name=label)
-    started = time.perf_counter()
-    alpha: Array | None = None
-    if is_image:
-        result, alpha = _filter_image(array, has_alpha, operation, options)
-    else:
-        result = operation.apply(
-            array, layout=layout, max_bytes=options.max_bytes, threads=options.threads
-        )
-    row = Row(
-        label,
-        array.shape,
-        result.shape,
-        str(array.dtype),
-        str(result.dtype),
-        operation.describe(),
-        0.0,
-    )
-    if fmt in images.IMAGE_FORMATS or options.out_dtype is not None:
-        dtype = _image_dtype(array.dtype, options.out_dtype)
-        result, row.clipped = images.to_image_dtype(
-            result, dtype=dtype, range_mode=options.range_mode
-        )
-    if alpha is not None:
-        result = images.merge_alpha(result, alpha)
-    if fmt in images.IMAGE_FORMATS and result.ndim == 3 and result.shape[2] == 1:
-        result = result[:, :, 0]
-    row.shape_out = result.shape
-    row.dtype_out = str(result.dtype)
-    row.seconds = time.perf_counter() - started
-    return result, row
-
-
-def encode(results: dict[str, Array], fmt: str, options: OutputOptions, *, name: str) -> bytes:
-    """The bytes of the output file for ``results`` in ``fmt``."""
-    if fmt == "npz":
-        return arrays.encode_npz(results)
-    (result,) = results.values()
-    if fmt == "npy":
-        return arrays.encode_npy(result)
-    return images.encode_image(result, format=fmt, quality=options.quality, name=name)

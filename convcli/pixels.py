@@ -10,7 +10,17 @@ import numpy.typing as npt
 from convcli.errors import ConvcliError, join_or
 from convcli.threads import resolve_threads, run_blocks
 
-__all__ = ["OUT_DTYPES", "RANGE_MODES", "merge_alpha", "split_alpha", "to_image_dtype"]
+__all__ = [
+    "OUT_DTYPES",
+    "RANGE_MODES",
+    "flatten",
+    "linear_to_srgb",
+    "merge_alpha",
+    "parse_color",
+    "split_alpha",
+    "srgb_to_linear",
+    "to_image_dtype",
+]
 
 Array = npt.NDArray[Any]
 
@@ -173,3 +183,108 @@ def _alpha_as(alpha: Array, dtype: np.dtype[Any]) -> Array:
     if alpha.dtype.kind in "ui":
         values *= top / float(np.iinfo(alpha.dtype).max)
     return np.clip(np.rint(values), 0.0, top).astype(dtype)
+
+
+# --------------------------------------------------------------------------- light and colour
+
+
+def _srgb_decode(encoded: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """IEC 61966-2-1: sRGB-encoded [0, 1] to linear light [0, 1]."""
+    return np.where(encoded <= 0.04045, encoded / 12.92, ((encoded + 0.055) / 1.055) ** 2.4)
+
+
+def _srgb_encode(linear: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """The inverse of :func:`_srgb_decode`."""
+    return np.where(linear <= 0.0031308, linear * 12.92, 1.055 * linear ** (1 / 2.4) - 0.055)
+
+
+def srgb_to_linear(pixels: Array) -> npt.NDArray[np.float32]:
+    """8- or 16-bit sRGB-encoded pixels in linear light, as float32 on the same scale.
+
+    Code ``c`` of a dtype with maximum ``top`` becomes ``top * decode(c / top)``: the engine
+    then filters light, not encoded values (a blurred black/white checkerboard is 188, not
+    128). A lookup table of every code makes it exact and cheap.
+    """
+    if pixels.dtype not in (np.uint8, np.uint16):
+        raise ConvcliError(f"--linear applies to 8- and 16-bit images, not {pixels.dtype}")
+    top = float(np.iinfo(pixels.dtype).max)
+    codes = np.arange(int(top) + 1, dtype=np.float64)
+    table = (_srgb_decode(codes / top) * top).astype(np.float32)
+    return table[pixels]
+
+
+def linear_to_srgb(values: Array, top: float) -> tuple[npt.NDArray[np.float64], int]:
+    """Linear light on a ``[0, top]`` scale back to sRGB-encoded values on the same scale.
+
+    The exact inverse of :func:`srgb_to_linear` before rounding, so unfiltered pixels come
+    back as the codes they were. Values outside ``[0, top]`` are clipped first (no encoded
+    value holds them); returns the values and how many were clipped.
+    """
+    work = np.asarray(values, dtype=np.float64) / top
+    clipped = int(np.count_nonzero(work < 0)) + int(np.count_nonzero(work > 1))
+    np.clip(work, 0.0, 1.0, out=work)
+    return _srgb_encode(work) * top, clipped
+
+
+#: Colours ``--background`` knows by name (CSS's basic colours), as 8-bit RGB.
+NAMED_COLORS: Final = {
+    "white": (255, 255, 255),
+    "black": (0, 0, 0),
+    "gray": (128, 128, 128),
+    "grey": (128, 128, 128),
+    "silver": (192, 192, 192),
+    "red": (255, 0, 0),
+    "green": (0, 128, 0),
+    "lime": (0, 255, 0),
+    "blue": (0, 0, 255),
+    "yellow": (255, 255, 0),
+    "cyan": (0, 255, 255),
+    "magenta": (255, 0, 255),
+}
+
+
+def parse_color(text: str) -> tuple[float, float, float]:
+    """A colour name of :data:`NAMED_COLORS`, ``#rgb`` or ``#rrggbb``, as RGB in [0, 1].
+
+    Raises:
+        ConvcliError: anything else.
+    """
+    value = text.strip().lower()
+    if value in NAMED_COLORS:
+        red, green, blue = NAMED_COLORS[value]
+        return (red / 255, green / 255, blue / 255)
+    digits = value[1:] if value.startswith("#") else ""
+    if len(digits) == 3:
+        digits = "".join(digit * 2 for digit in digits)
+    try:
+        if len(digits) != 6:
+            raise ValueError
+        channels = [int(digits[i : i + 2], 16) for i in (0, 2, 4)]
+    except ValueError:
+        known = ", ".join(sorted(NAMED_COLORS))
+        raise ConvcliError(
+            f"--background: {text!r} is not #rrggbb, #rgb or one of {known}"
+        ) from None
+    return (channels[0] / 255, channels[1] / 255, channels[2] / 255)
+
+
+def flatten(
+    color: Array, alpha: Array, alpha_top: float, background: tuple[float, float, float], top: float
+) -> npt.NDArray[np.float64]:
+    """Composite ``color`` (float, ``[0, top]``) with ``alpha`` over an opaque background.
+
+    ``color`` is ``(H, W)`` gray or ``(H, W, 3)``; gray takes the background's luma
+    (Rec. 601 weights, as Pillow's RGB to L).
+    """
+    coverage = np.clip(np.asarray(alpha, dtype=np.float64) / alpha_top, 0.0, 1.0)
+    red, green, blue = background
+    if color.ndim == 2 or color.shape[-1] == 1:
+        shade: Any = (0.299 * red + 0.587 * green + 0.114 * blue) * top
+        if color.ndim == 3:
+            coverage = coverage[..., None]
+    else:
+        shade = np.array([red, green, blue]) * top
+        coverage = coverage[..., None]
+    flat: npt.NDArray[np.float64] = np.asarray(color, dtype=np.float64) * coverage
+    flat += shade * (1.0 - coverage)
+    return flat

@@ -114,7 +114,13 @@ def decode_png16(handle: IO[bytes], opened: PILImage.Image, png16: tuple[int, in
     return pixels
 
 
-def encode_png(pixels: Array, *, level: int, threads: int | None = None) -> bytes:
+def encode_png(
+    pixels: Array,
+    *,
+    level: int,
+    threads: int | None = None,
+    ancillary: Sequence[tuple[bytes, bytes]] = (),
+) -> bytes:
     """A PNG file holding ``pixels``, the same bytes whatever the thread count.
 
     Parameters
@@ -127,6 +133,9 @@ def encode_png(pixels: Array, *, level: int, threads: int | None = None) -> byte
     threads : int, optional
         Threads filtering and deflating pieces at once (default: ``CONVCLI_THREADS``, else
         the cores).
+    ancillary : sequence of (bytes, bytes)
+        (chunk type, data) written after IHDR, before the image data: iCCP, pHYs, eXIf,
+        tEXt, iTXt (see :func:`convcli.image_meta.png_chunks`).
 
     Notes
     -----
@@ -139,6 +148,68 @@ def encode_png(pixels: Array, *, level: int, threads: int | None = None) -> byte
     matches pay and are cheap to find) is deflated again with the default strategy at
     ``level``, and the smaller of the two kept. Nothing depends on the thread count.
     """
+    header, stream = _image_stream(pixels, level, threads)
+    parts = [PNG_SIGNATURE, *_chunk(b"IHDR", [header])]
+    for kind, data in ancillary:
+        parts += _chunk(kind, [data])
+    for idat in _split(stream, IDAT_BYTES):
+        parts += _chunk(b"IDAT", idat)
+    parts += _chunk(b"IEND", [])
+    return b"".join(parts)  # the one copy of the compressed data
+
+
+#: APNG dispose_op by GIF disposal method (0/1: leave, 2: to background, 3: to previous).
+_APNG_DISPOSE: Final = {2: 1, 3: 2}
+
+
+def encode_apng(
+    frames: Sequence[Array],
+    *,
+    level: int,
+    durations: Sequence[int],
+    loop: int,
+    disposal: Sequence[int] = (),
+    threads: int | None = None,
+    ancillary: Sequence[tuple[bytes, bytes]] = (),
+) -> bytes:
+    """An animated PNG: every frame full-size, shown ``durations`` milliseconds each.
+
+    ``loop`` is the number of plays (0: forever); ``disposal`` GIF-style disposal methods
+    per frame, mapped to APNG's dispose_op. Frames must share shape and dtype; the first is
+    also the image a reader without APNG support shows.
+    """
+    if len(frames) < 2:
+        raise ValueError("an animated PNG needs at least two frames")
+    shape, dtype = frames[0].shape, frames[0].dtype
+    if any(frame.shape != shape or frame.dtype != dtype for frame in frames):
+        raise ValueError("every frame of an animated PNG has the first frame's shape and dtype")
+    height, width = shape[:2]
+    header, first = _image_stream(frames[0], level, threads)
+    parts = [PNG_SIGNATURE, *_chunk(b"IHDR", [header])]
+    for kind, data in ancillary:
+        parts += _chunk(kind, [data])
+    parts += _chunk(b"acTL", [struct.pack(">II", len(frames), loop)])
+    sequence = 0
+    for index, frame in enumerate(frames):
+        stream = first if index == 0 else _image_stream(frame, level, threads)[1]
+        del frame
+        delay = max(0, min(int(durations[index]) if index < len(durations) else 100, 65535))
+        dispose = _APNG_DISPOSE.get(disposal[index] if index < len(disposal) else 0, 0)
+        control = struct.pack(">IIIIIHHBB", sequence, width, height, 0, 0, delay, 1000, dispose, 0)
+        parts += _chunk(b"fcTL", [control])
+        sequence += 1
+        for group in _split(stream, IDAT_BYTES):
+            if index == 0:
+                parts += _chunk(b"IDAT", group)
+            else:
+                parts += _chunk(b"fdAT", [struct.pack(">I", sequence), *group])
+                sequence += 1
+    parts += _chunk(b"IEND", [])
+    return b"".join(parts)
+
+
+def _image_stream(pixels: Array, level: int, threads: int | None) -> tuple[bytes, list[bytes]]:
+    """IHDR's data and the zlib stream of filtered rows of one image (see encode_png)."""
     array = np.asarray(pixels)
     if array.ndim == 2:
         array = array[:, :, None]
@@ -173,11 +244,7 @@ def encode_png(pixels: Array, *, level: int, threads: int | None = None) -> byte
     stream = [_zlib_header(level), *(part for piece in pieces for part in piece)]
     stream.append(struct.pack(">I", checksum))
     header = struct.pack(">IIBBBBB", width, height, depth, _COLOR_TYPES[channels], 0, 0, 0)
-    parts = [PNG_SIGNATURE, *_chunk(b"IHDR", [header])]
-    for idat in _split(stream, IDAT_BYTES):
-        parts += _chunk(b"IDAT", idat)
-    parts += _chunk(b"IEND", [])
-    return b"".join(parts)  # the one copy of the compressed data
+    return header, stream
 
 
 def _deflate(data: memoryview, level: int, flush: int) -> list[bytes]:

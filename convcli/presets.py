@@ -21,9 +21,10 @@ import numpy as np
 
 from convcli.errors import KernelError
 from convcli.kernel import FloatArray, Kernel, format_number, read_only
+from convcli.limits import MAX_KERNEL_WEIGHTS
 
-#: Largest size/length a preset accepts.
-MAX_PRESET_SIZE = 101
+#: Largest size/length a preset accepts: what the kernel-size limit allows (999 x 999).
+MAX_PRESET_SIZE = math.isqrt(MAX_KERNEL_WEIGHTS) - (1 - math.isqrt(MAX_KERNEL_WEIGHTS) % 2)
 #: Largest sharpening amount a preset accepts.
 MAX_PRESET_AMOUNT = 1e6
 
@@ -254,12 +255,10 @@ def preset_kernel(spec: str) -> Kernel:
         names the preset and the parameter.
     """
     name, has_params, param_text = spec.partition(":")
-    name = name.strip()
+    name = name.strip().lower()  # preset names are case-insensitive
     preset = PRESETS.get(name)
     if preset is None:
-        close = difflib.get_close_matches(name, PRESETS, n=1)
-        hint = f' (did you mean "{close[0]}"?)' if close else " (see `convcli kernels`)"
-        raise KernelError(f"{name}: no such preset{hint}")
+        raise KernelError(f"{name}: no such preset{suggestion(name)}")
     values = dict(preset.params)
     given: set[str] = set()
     for item in param_text.split(",") if has_params else ():
@@ -285,12 +284,31 @@ def preset_kernel(spec: str) -> Kernel:
     )
 
 
-def preset_table() -> list[tuple[str, str, str, str]]:
-    """Rows for ``convcli kernels``: (name, default size "HxW", parameters, description)."""
+def is_preset(spec: str) -> bool:
+    """Whether ``spec`` (``NAME`` or ``NAME:key=value,...``) names a preset, in any case."""
+    return spec.partition(":")[0].strip().lower() in PRESETS
+
+
+def suggestion(name: str) -> str:
+    """`` (did you mean "..."?)`` for the closest preset name, or a pointer to the list."""
+    close = difflib.get_close_matches(name.lower(), PRESETS, n=1)
+    return f' (did you mean "{close[0]}"?)' if close else " (see `convcli kernels`)"
+
+
+#: What ``convcli kernels`` shows for a preset without a pad mode of its own.
+DEFAULT_PAD_MODE_TEXT = "replicate (arrays: zeros)"
+
+
+def preset_table() -> list[tuple[str, str, str, str, str]]:
+    """Rows for ``convcli kernels``: (name, size "HxW", pad mode, parameters, description).
+
+    A preset without a pad mode of its own pads images by replicating the edge and arrays
+    with zeros (the defaults of ``convcli conv``).
+    """
     rows = []
     for preset in PRESETS.values():
         height, width = preset.builder(**preset.params).shape
-        rows.append(
-            (preset.name, f"{height}x{width}", _format_params(preset.params), preset.description)
-        )
+        pad_mode = preset.options.get("pad_mode", DEFAULT_PAD_MODE_TEXT)
+        params = _format_params(preset.params)
+        rows.append((preset.name, f"{height}x{width}", pad_mode, params, preset.description))
     return rows

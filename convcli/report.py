@@ -50,12 +50,12 @@ def stdout_console() -> Console:
     return _console(stderr=False)
 
 
-def presets_table(rows: Sequence[tuple[str, str, str, str]]) -> Table:
+def presets_table(rows: Sequence[tuple[str, str, str, str, str]]) -> Table:
     """``convcli kernels``: one line per preset."""
     from rich.table import Table
 
     table = Table(show_edge=False, pad_edge=False)
-    for column in ("name", "size", "parameters", "description"):
+    for column in ("name", "size", "pad mode", "parameters", "description"):
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*row)

@@ -17,6 +17,7 @@ import numpy.typing as npt
 
 from convcli import arrays, images
 from convcli.errors import InputError, LimitError
+from convcli.frames import Frames, FrameSelection, read_frames
 from convcli.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, STDIN_PIECE_BYTES
 
 Array = npt.NDArray[Any]
@@ -41,12 +42,17 @@ def format_of(path: Path) -> str | None:
 
 @dataclass
 class Source:
-    """A read input: ``arrays`` maps member names to arrays (one unnamed for .npy/images)."""
+    """A read input: ``arrays`` maps member names to arrays (one unnamed for .npy/images).
+
+    An image's ``image`` is its first chosen frame; ``frames`` (None for one frame) hands
+    out the others one at a time.
+    """
 
     name: str
     format: str
     arrays: dict[str, Array]
     image: images.Image | None = None
+    frames: Frames | None = None
 
 
 def read_source(
@@ -55,8 +61,11 @@ def read_source(
     data: bytes | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    frames: FrameSelection = "first",
 ) -> Source:
     """Read a file (``path``) or stdin's bytes (``data``), checking sizes before decoding.
+
+    ``frames`` chooses the frames of a multi-frame image (see :mod:`convcli.frames`).
 
     Raises:
         InputError: the input is missing, a folder, of an unsupported type, corrupt or unsafe.
@@ -90,21 +99,30 @@ def read_source(
             if not members:
                 raise InputError(f"{name}: the .npz holds no arrays")
             return Source(name, fmt, members)
-        image = images.read_image(source, name=name, max_pixels=max_pixels, max_bytes=max_bytes)
+        chosen = read_frames(
+            source, name=name, selection=frames, max_pixels=max_pixels, max_bytes=max_bytes
+        )
     except MemoryError as error:  # within the limits, but more than this machine has
         raise LimitError(f"{name}: out of memory reading it (see --max-bytes)") from error
-    return Source(name, image.format, {"": image.pixels}, image)
+    image = chosen.first
+    many = chosen if chosen.count > 1 else None
+    return Source(name, image.format, {"": image.pixels}, image, many)
 
 
 def read_input(
-    name: str, *, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS
+    name: str,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    frames: FrameSelection = "first",
 ) -> Source:
     """Read the input named on the command line: a file, or ``-`` for standard input."""
+    path: Path | None = Path(name)
+    data: bytes | None = None
     if name == STDIN:
         stream = sys.stdin.buffer if sys.stdin is not None else None
-        data = read_stdin(stream, max_bytes=max_bytes)
-        return read_source(None, data=data, max_bytes=max_bytes, max_pixels=max_pixels)
-    return read_source(Path(name), max_bytes=max_bytes, max_pixels=max_pixels)
+        path, data = None, read_stdin(stream, max_bytes=max_bytes)
+    return read_source(path, data=data, max_bytes=max_bytes, max_pixels=max_pixels, frames=frames)
 
 
 def read_stdin(stream: BinaryIO | None, *, max_bytes: int) -> bytes:

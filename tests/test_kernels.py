@@ -384,12 +384,24 @@ def test_empty_spec_is_refused() -> None:
         load_kernel("")
 
 
-def test_missing_file_or_preset_message_points_at_the_list() -> None:
+def test_missing_file_or_preset_message_suggests_or_points_at_the_list() -> None:
     with pytest.raises(
         KernelError,
-        match=re.escape("sharpen2: no such kernel file or preset (see `convcli kernels`)"),
+        match=re.escape('sharpen2: no such kernel file or preset (did you mean "sharpen"?)'),
     ):
         load_kernel("sharpen2")
+    with pytest.raises(
+        KernelError,
+        match=re.escape("zzzz: no such kernel file or preset (see `convcli kernels`)"),
+    ):
+        load_kernel("zzzz")
+
+
+def test_preset_names_are_case_insensitive() -> None:
+    assert load_kernel("Sharpen").name == "sharpen"
+    np.testing.assert_array_equal(
+        load_kernel("GAUSSIAN:size=3").weights, load_kernel("gaussian:size=3").weights
+    )
 
 
 def test_folder_is_not_a_kernel(tmp_path: Path) -> None:
@@ -693,11 +705,11 @@ def test_required_presets_exist_and_have_citations() -> None:
 def test_preset_table_lists_every_preset_with_size_and_parameters() -> None:
     rows = {row[0]: row for row in preset_table()}
     assert set(rows) == set(PRESETS)
-    assert rows["gaussian"][1:3] == ("5x5", "size=auto, sigma=auto")
-    assert rows["box"][1:3] == ("3x3", "size=3")
-    assert rows["motion-blur"][1:3] == ("9x9", "length=9, angle=0")
-    assert rows["sobel-x"][2] == ""
-    assert all(row[3] for row in rows.values())
+    assert rows["gaussian"][1:4] == ("5x5", "replicate", "size=auto, sigma=auto")
+    assert rows["box"][1:4] == ("3x3", "replicate", "size=3")
+    assert rows["motion-blur"][1:4] == ("9x9", "replicate", "length=9, angle=0")
+    assert rows["sobel-x"][2:4] == ("replicate (arrays: zeros)", "")
+    assert all(row[4] for row in rows.values())
 
 
 def test_preset_description_records_the_parameters() -> None:
@@ -710,20 +722,20 @@ def test_preset_description_records_the_parameters() -> None:
         ("gausian", 'gausian: no such preset (did you mean "gaussian"?)'),
         ("gaussian:sigm=2", "gaussian: unknown parameter 'sigm' (parameters: size, sigma)"),
         ("sobel-x:size=5", "sobel-x: unknown parameter 'size' (parameters: none)"),
-        ("gaussian:size=4", "gaussian: size must be an odd integer from 1 to 101, got 4"),
-        ("gaussian:size=0", "gaussian: size must be an odd integer from 1 to 101, got 0"),
-        ("box:size=102", "box: size must be an integer from 1 to 101, got 102"),
+        ("gaussian:size=4", "gaussian: size must be an odd integer from 1 to 999, got 4"),
+        ("gaussian:size=0", "gaussian: size must be an odd integer from 1 to 999, got 0"),
+        ("box:size=1002", "box: size must be an integer from 1 to 999, got 1002"),
         ("gaussian:sigma=0", "gaussian: sigma must be > 0 (or auto), got 0"),
         ("gaussian:sigma=-1", "gaussian: sigma must be > 0 (or auto), got -1"),
         ("gaussian:sigma=abc", "gaussian: sigma must be a number, got 'abc'"),
         ("gaussian:sigma=nan", "gaussian: sigma must be a finite number, got 'nan'"),
-        ("gaussian:sigma=40", "gaussian: sigma=40 needs size 241, over 101"),
+        ("gaussian:sigma=400", "gaussian: sigma=400 needs size 2401, over 999"),
         ("gaussian:size=7.5", "gaussian: size must be an integer, got '7.5'"),
         ("box:size=auto", "box: size must be an integer, got 'auto'"),
         ("gaussian:size", "gaussian: expected key=value, got 'size'"),
         ("gaussian:size=3,size=5", "gaussian: parameter 'size' given twice"),
         ("laplacian:neighbours=6", "laplacian: neighbours must be 4 or 8, got 6"),
-        ("motion-blur:length=4", "motion-blur: length must be an odd integer from 1 to 101"),
+        ("motion-blur:length=4", "motion-blur: length must be an odd integer from 1 to 999"),
         ("sharpen:amount=-1", "sharpen: amount must be >= 0, got -1"),
     ],
 )

@@ -30,9 +30,9 @@ def opencv_sigma(size: int) -> float:
     return 0.3 * ((size - 1) * 0.5 - 1) + 0.8
 
 
-# Photo presets pad with replicate (SciPy's "nearest"); derivative presets with zeros.
+# Images pad by replicating their edge (SciPy's "nearest"), derivative presets included: no
+# bright or dark frame around a photo's edge map.
 NEAREST = {"mode": "nearest"}
-ZEROS = {"mode": "constant", "cval": 0.0}
 REFERENCES: dict[str, Filter] = {
     "identity": lambda x: x,
     "box": lambda x: ndimage.uniform_filter(x, 3, **NEAREST),
@@ -43,17 +43,17 @@ REFERENCES: dict[str, Filter] = {
     "emboss": lambda x: ndimage.correlate(
         x, np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]], dtype=float), **NEAREST
     ),
-    "laplacian": lambda x: ndimage.laplace(x, **ZEROS),
-    "edge": lambda x: 9 * x - 9 * ndimage.uniform_filter(x, 3, **ZEROS),
-    "sobel-x": lambda x: ndimage.sobel(x, axis=1, **ZEROS),
-    "sobel-y": lambda x: ndimage.sobel(x, axis=0, **ZEROS),
-    "prewitt-x": lambda x: ndimage.prewitt(x, axis=1, **ZEROS),
-    "prewitt-y": lambda x: ndimage.prewitt(x, axis=0, **ZEROS),
+    "laplacian": lambda x: ndimage.laplace(x, **NEAREST),
+    "edge": lambda x: 9 * x - 9 * ndimage.uniform_filter(x, 3, **NEAREST),
+    "sobel-x": lambda x: ndimage.sobel(x, axis=1, **NEAREST),
+    "sobel-y": lambda x: ndimage.sobel(x, axis=0, **NEAREST),
+    "prewitt-x": lambda x: ndimage.prewitt(x, axis=1, **NEAREST),
+    "prewitt-y": lambda x: ndimage.prewitt(x, axis=0, **NEAREST),
     "scharr-x": lambda x: ndimage.correlate1d(
-        ndimage.correlate1d(x, [-1.0, 0, 1], axis=1, **ZEROS), [3.0, 10, 3], axis=0, **ZEROS
+        ndimage.correlate1d(x, [-1.0, 0, 1], axis=1, **NEAREST), [3.0, 10, 3], axis=0, **NEAREST
     ),
     "scharr-y": lambda x: ndimage.correlate1d(
-        ndimage.correlate1d(x, [-1.0, 0, 1], axis=0, **ZEROS), [3.0, 10, 3], axis=1, **ZEROS
+        ndimage.correlate1d(x, [-1.0, 0, 1], axis=0, **NEAREST), [3.0, 10, 3], axis=1, **NEAREST
     ),
 }
 

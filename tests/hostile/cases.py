@@ -483,10 +483,10 @@ case(
 case("kernel-is-a-folder", kernel("{out}"), "is a folder", culprit="")
 for _spec, _fragment in {
     "nosuch": "no such kernel file or preset",
-    "gaussian:size=100000": "size must be an odd integer from 1 to 101",
+    "gaussian:size=100000": "size must be an odd integer from 1 to 999",
     "gaussian:sigma=nan": "sigma must be a finite number",
     "gaussian:sigma=-1": "sigma must be > 0",
-    "box:size=0": "size must be an integer from 1 to 101",
+    "box:size=0": "size must be an integer from 1 to 999",
     "gaussian:foo=1": "unknown parameter 'foo'",
     "gaussian:size": "expected key=value",
     "motion-blur:angle=inf": "angle must be a finite number",
