@@ -326,8 +326,10 @@ def _run(options: RunOptions, operation: pipeline.Operation) -> None:
     else:
         _render(summary, plan.single, options)
     if summary.failed:
-        # Some items written: "some items failed" (1); none at all: nothing could be done (2).
-        raise SystemExit(ExitCode.DIFFERENCES if summary.processed else ExitCode.TROUBLE)
+        # Some items done (written, or kept by --skip-existing): "some items failed" (1);
+        # none at all: nothing could be done (2).
+        done = summary.processed + summary.skipped
+        raise SystemExit(ExitCode.DIFFERENCES if done else ExitCode.TROUBLE)
 
 
 # --------------------------------------------------------------------------- commands

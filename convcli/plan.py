@@ -48,6 +48,11 @@ class _Found:
     problem: str | None = None
 
 
+def _names_folder(output: str) -> bool:
+    """``-o`` names a folder when it is one or ends with a slash (``out/``)."""
+    return output != STDOUT and (output.endswith(("/", os.sep)) or Path(output).is_dir())
+
+
 def is_single(inputs: Sequence[str]) -> bool:
     """Whether ``inputs`` is one file or stdin (not a folder, not several)."""
     return len(inputs) == 1 and (inputs[0] == STDIN or not Path(inputs[0]).is_dir())
@@ -187,7 +192,7 @@ def plan_single(
         fmt = requested_format or (None if source is None else format_of(source))
         return Plan([Job(name, STDOUT, fmt or "")], single=True)
     target = Path(output)
-    if target.is_dir():
+    if _names_folder(output):
         if source is None:
             raise ConvcliError("-o is a folder; name the output file for stdin input")
         fmt = output_format(source, requested_format)
@@ -297,12 +302,25 @@ def plan_run(
     output_dir = Path(output)
     if output_dir.exists() and not output_dir.is_dir():
         raise ConvcliError(f"{output_dir}: several inputs need -o to be a folder, not a file")
+    if not _names_folder(output) and format_of(output_dir) is not None:
+        raise ConvcliError(
+            f"{output}: several inputs (or a folder) need -o FOLDER, and {output} names a "
+            f"file; end it with / for a folder of that name"
+        )
     plan = plan_batch(
         [Path(name) for name in inputs],
         output_dir,
         requested_format=requested_format,
         pattern=pattern,
     )
+    if not plan.jobs and not plan.failures:
+        folders = [name for name in inputs if Path(name).is_dir()]
+        where = ", ".join(folders) or ", ".join(inputs)
+        matched = f" matching {pattern!r}" if pattern else ""
+        raise ConvcliError(
+            f"{where}: no readable file{matched} ({plan.ignored:,} other "
+            f"file{'s' * (plan.ignored != 1)} ignored)"
+        )
     if skip_existing:
         existing = set(existing_outputs(plan.jobs))
         plan.skipped = len(existing)

@@ -198,11 +198,14 @@ def _finite_or_none(value: float | None) -> float | None:
 
 
 def comparisons_to_json(comparisons: Sequence[Comparison]) -> dict[str, Any]:
-    """The ``--json`` report: exactly ``{"match", "pairs": [{"name", "shape_actual",
-    "shape_expected", "max_abs_diff", "max_rel_diff", "mismatched", "total", "match"}]}``.
+    """The ``--json`` report: ``{"match", "pairs": [{"name", "shape_actual",
+    "shape_expected", "max_abs_diff", "max_rel_diff", "mismatched", "total", "match"}]}``,
+    and with ``--show N`` each pair's ``"worst"``: ``[{"index", "actual", "expected",
+    "abs_diff"}]``, worst first.
 
     Shapes are lists; a missing side's shape and any difference that is undefined or not
-    finite (an infinity against a number) are ``null``, so the output is strict JSON.
+    finite (an infinity against a number) are ``null``, so the output is strict JSON; in
+    "worst", non-finite values are the strings "nan", "inf" and "-inf".
     """
     return {
         "match": all(comparison.match for comparison in comparisons),
@@ -216,9 +219,34 @@ def comparisons_to_json(comparisons: Sequence[Comparison]) -> dict[str, Any]:
                 "mismatched": comparison.mismatched,
                 "total": comparison.total,
                 "match": comparison.match,
+                **_worst_json(comparison),
             }
             for comparison in comparisons
         ],
+    }
+
+
+def _json_number(value: float | int) -> float | int | str:
+    """A number as JSON holds it: NaN and infinities as the strings "nan", "inf", "-inf"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def _worst_json(comparison: Comparison) -> dict[str, Any]:
+    """``{"worst": [...]}`` with ``--show N``'s elements, worst first; nothing without it."""
+    if not comparison.worst:
+        return {}
+    return {
+        "worst": [
+            {
+                "index": list(element.position),
+                "actual": _json_number(element.actual),
+                "expected": _json_number(element.expected),
+                "abs_diff": _json_number(element.diff),
+            }
+            for element in comparison.worst
+        ]
     }
 
 
