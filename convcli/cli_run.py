@@ -8,6 +8,7 @@ a :class:`~convcli.jobs.Settings` and a :class:`~convcli.plan.Plan`, a
 from __future__ import annotations
 
 import json
+import sys
 import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -311,9 +312,9 @@ def _run(options: RunOptions, operation: pipeline.Operation) -> None:
     debug = bool(ctx.find_root().params.get("debug"))
     run = Run(plan, options.settings(operation, debug=debug), workers=options.jobs)
     json_items = _JsonItems() if options.as_json else None
-    console = report.stderr_console()
-    show_progress = not (plan.single or options.quiet or json_items) and console.is_terminal
-    with report.progress(len(plan.jobs), console=console, enabled=show_progress) as advance:
+    wants_progress = not (plan.single or options.quiet or json_items) and sys.stderr.isatty()
+    console = report.stderr_console() if wants_progress else None  # rich only when drawing
+    with report.progress(len(plan.jobs), console=console, enabled=wants_progress) as advance:
         for result in run.results():
             advance()
             if plan.single and result.error is not None:

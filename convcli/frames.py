@@ -130,10 +130,9 @@ def read_frames(
 def _frame_info(handle: IO[bytes], fmt: str, name: str) -> tuple[int, int | None, tuple[int, int]]:
     """(frame count, loop count or None, the first frame's (duration, disposal))."""
     if fmt == "tiff":
-        import tifffile
+        from convcli.tiff import tiff_page_count
 
-        with tifffile.TiffFile(handle) as tif:
-            return max(len(tif.pages), 1), None, (0, 0)
+        return max(tiff_page_count(handle), 1), None, (0, 0)
     with pillow_open(handle, fmt) as opened:
         total = int(getattr(opened, "n_frames", 1))
         loop = opened.info.get("loop")

@@ -11,6 +11,7 @@ Nothing here prints, parses flags, reads or writes files.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,10 +19,18 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from convcli import arrays, images
+from convcli import arrays, engine, images
+from convcli.blocks import axis_plan
 from convcli.decoding import Metadata
 from convcli.errors import ConvcliError
-from convcli.pipeline import Operation, OutputOptions, Row, naming_errors
+from convcli.pipeline import (
+    ARRAY_PAD_MODE,
+    Convolution,
+    Operation,
+    OutputOptions,
+    Row,
+    naming_errors,
+)
 from convcli.pixels import flatten, linear_to_srgb, srgb_to_linear
 from convcli.sources import Source
 
@@ -73,7 +82,85 @@ def _check_image_output(
     images.check_writable((1, 1, channels), dtype, options.format, name=label)
 
 
+#: Bytes of float results one band of an image aims for: memory stays about the decoded
+#: image plus the output plus this, whatever the image's size.
+BAND_BYTES = 8 * 1024**2
+
+
 def filter_image(
+    pixels: Array, has_alpha: bool, operation: Operation, options: OutputOptions
+) -> tuple[Array, int]:
+    """Filter one (H, W) or (H, W, C) image in row bands; return it in the output dtype.
+
+    A convolution is computed a band of output rows at a time from the input rows (and
+    padding) that band reads, and each band goes to the output dtype at once, so peak
+    memory is the image, its output and one band of float scratch. Every step but the
+    convolution is per pixel, and each output row sums the same products in the same order,
+    so the bands give the whole image's result. ``--range normalize`` needs the whole
+    result's range and pooling shrinks the image: those go whole.
+    """
+    bands = _bands(pixels, has_alpha, operation, options)
+    if bands is None:
+        return _filter_whole(pixels, has_alpha, operation, options)
+    out: Array | None = None
+    clipped = 0
+    for first, stop, rows, band_operation in bands:
+        result, band_clipped = _filter_whole(rows, has_alpha, band_operation, options)
+        if out is None:
+            out = np.empty((bands.out_height, *result.shape[1:]), dtype=result.dtype)
+        out[first:stop] = result
+        clipped += band_clipped
+    assert out is not None
+    return out, clipped
+
+
+class _Bands:
+    """Row bands of a convolution: (first, stop, input rows padded vertically, operation)."""
+
+    def __init__(self, pixels: Array, operation: Convolution, step: int) -> None:
+        height, width = pixels.shape[:2]
+        kernel_h, kernel_w = operation.kernel_size
+        stride = engine._pair(operation.stride, "stride")
+        dilation = engine._pair(operation.dilation, "dilation")
+        extent = ((kernel_h - 1) * dilation[0] + 1, (kernel_w - 1) * dilation[1] + 1)
+        top, bottom, left, right = engine.resolve_padding(
+            operation.padding, (height, width), extent, stride
+        )
+        self.out_height = (height + top + bottom - extent[0]) // stride[0] + 1
+        self.plan = axis_plan(height, top, bottom, kernel=kernel_h, stride=stride[0],
+                              dilation=dilation[0], out=self.out_height,
+                              mode=operation.pad_mode or ARRAY_PAD_MODE)  # fmt: skip
+        self.pixels = pixels
+        self.step = step
+        self.operation = dataclasses.replace(operation, padding=(0, 0, left, right))
+
+    def __iter__(self) -> Iterator[tuple[int, int, Array, Convolution]]:
+        plan = self.plan
+        for first in range(0, self.out_height, self.step):
+            stop = min(first + self.step, self.out_height)
+            span = plan.padded_span(first, stop)
+            rows = self.pixels[plan.index[span]]
+            if plan.fill_only:
+                rows[~plan.valid[span]] = 0
+            yield first, stop, rows, self.operation
+
+
+def _bands(
+    pixels: Array, has_alpha: bool, operation: Operation, options: OutputOptions
+) -> _Bands | None:
+    if not isinstance(operation, Convolution) or options.range_mode == "normalize":
+        return None
+    if has_alpha and options.alpha == "pass" and operation.pad_mode in (None, "zeros"):
+        return None  # the carried alpha replicates its edge where the colour reads zeros
+    channels = pixels.shape[2] if pixels.ndim == 3 else 1
+    row_bytes = pixels.shape[1] * max(operation.out_channels(channels), channels) * 4
+    step = max(1, BAND_BYTES // row_bytes)
+    if pixels.shape[0] <= 2 * step:  # small images: one call
+        return None
+    return _Bands(pixels, operation, step)
+
+
+def _filter_whole(
     pixels: Array, has_alpha: bool, operation: Operation, options: OutputOptions
 ) -> tuple[Array, int]:
     """Filter one (H, W) or (H, W, C) image; return it in the output dtype and the clip count.
@@ -226,6 +313,13 @@ def _frames(source: Source) -> Iterator[tuple[Array, int, int]]:
     yield from frames.rest()
 
 
+def _release_decoded(source: Source) -> None:
+    """Drop the source's decoded pixels (the first frame), once they have been filtered."""
+    source.arrays.clear()
+    if source.image is not None:
+        source.image.pixels = source.image.pixels[:0]
+
+
 def _process_image(
     source: Source, operation: Operation, options: OutputOptions
 ) -> tuple[bytes, list[Row]]:
@@ -243,6 +337,8 @@ def _process_image(
     if fmt in images.IMAGE_FORMATS:
         writer = images.FrameWriter(fmt, name=name, quality=options.quality,
                                     metadata=metadata, jpeg=jpeg)  # fmt: skip
+    shape_in = image.pixels.shape if count == 1 else (count, *image.pixels.shape)
+    dtype_in = str(image.pixels.dtype)
     stacked: list[Array] = []
     durations: list[int] = []
     disposal: list[int] = []
@@ -260,7 +356,8 @@ def _process_image(
             writer.add(result)
         else:
             stacked.append(result)
-        del pixels
+        del pixels, result
+        _release_decoded(source)  # the input's memory goes before the output is encoded
     if writer is not None:
         loop = source.frames.loop if source.frames is not None else None
         writer.animation = images.Animation(tuple(durations), loop, tuple(disposal))
@@ -269,11 +366,10 @@ def _process_image(
         array = stacked[0] if count == 1 else np.stack(stacked)
         payload = arrays.encode_npy(array)
         shape_out = array.shape
-    shape_in = image.pixels.shape if count == 1 else (count, *image.pixels.shape)
     if count > 1 and writer is not None:
         shape_out = (count, *shape_out)
     dtype_out = str(writer.frames[0].dtype if writer is not None and writer.frames else "")
-    row = Row(name, shape_in, shape_out, str(image.pixels.dtype),
-              dtype_out or _image_dtype(image.pixels.dtype, options.out_dtype),
+    row = Row(name, shape_in, shape_out, dtype_in,
+              dtype_out or _image_dtype(np.dtype(dtype_in), options.out_dtype),
               operation.describe(), time.perf_counter() - started, clipped)  # fmt: skip
     return payload, [row]

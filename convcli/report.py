@@ -156,14 +156,14 @@ def failures_table(failures: Sequence[tuple[str, str]], limit: int = FAILURES_SH
 
 
 @contextmanager
-def progress(total: int, *, console: Console, enabled: bool) -> Iterator[Callable[[], None]]:
+def progress(total: int, *, console: Console | None, enabled: bool) -> Iterator[Callable[[], None]]:
     """A progress bar for ``total`` items (done/total, rate, elapsed, ETA) while the block runs.
 
     Yields the function to call once per finished item. Nothing is drawn unless ``enabled``
     (callers enable it for a terminal, not for -q or --json); the bar is removed at the end,
     leaving the summary table to tell the outcome.
     """
-    if not enabled:
+    if not enabled or console is None:
         yield lambda: None
         return
     from rich.progress import (
