@@ -67,6 +67,10 @@ class Frames:
     name: str = ""
     limits: tuple[int, int] = (DEFAULT_MAX_PIXELS, DEFAULT_MAX_BYTES)
 
+    def __post_init__(self) -> None:
+        #: Every frame's shape: the first's (its pixels may be released once filtered).
+        self.shape: tuple[int, ...] = self.first.pixels.shape
+
     @property
     def count(self) -> int:
         return len(self.indices)
@@ -150,10 +154,9 @@ def _disposal(opened: Any) -> int:
 
 
 def _pillow_frames(frames: Frames, indices: tuple[int, ...]) -> Iterator[Frame]:
-    first, name, (max_pixels, _) = frames.first, frames.name, frames.limits
-    mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}.get(
-        first.pixels.shape[2] if first.pixels.ndim == 3 else 1, "RGB"
-    )
+    name, (max_pixels, _) = frames.name, frames.limits
+    shape = frames.shape
+    mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}.get(shape[2] if len(shape) == 3 else 1, "RGB")
     with _opened(frames.source, name) as handle:
         fmt, prefix = _sniff_image(handle, name)
         with decoder_errors(name, max_pixels=max_pixels), pillow_open(handle, fmt) as opened:
@@ -165,7 +168,7 @@ def _pillow_frames(frames: Frames, indices: tuple[int, ...]) -> Iterator[Frame]:
                 opened.seek(index)
                 opened.load()
                 pixels = np.asarray(opened.convert(mode))
-                if pixels.shape[:2] != first.pixels.shape[:2]:
+                if pixels.shape[:2] != shape[:2]:
                     raise InputError(f"{name}: frame {index} has another size than the first")
                 if index == 0:
                     pixels = decode_pillow(opened, plan, handle, name)
