@@ -140,6 +140,12 @@ def output_options(command: F) -> F:
             help="Refuse arrays, outputs or scratch larger than this.",
         ),
         click.option(
+            "--tile",
+            type=click.IntRange(min=1),
+            metavar="N",
+            help="Tile side for TIFF and .npy inputs streamed tile by tile (default 512).",
+        ),
+        click.option(
             "--max-pixels",
             type=click.IntRange(min=1),
             default=DEFAULT_MAX_PIXELS,
@@ -184,6 +190,7 @@ class RunOptions:
     threads: int | None
     max_bytes: int
     max_pixels: int
+    tile: int | None
     quiet: bool
     as_json: bool
 
@@ -206,6 +213,7 @@ class RunOptions:
             operation,
             output,
             self.max_pixels,
+            tile=self.tile,
             overwrite=self.overwrite,
             skip_existing=self.skip_existing,
             debug=debug,
@@ -394,6 +402,7 @@ def conv(
     pattern: str | None,
     jobs: int | None,
     max_bytes: int,
+    tile: int | None,
     max_pixels: int,
     threads: int | None,
     quiet: bool,
@@ -417,7 +426,8 @@ def conv(
     options = RunOptions(
         inputs, output, output_format, layout, range_mode, out_dtype, quality,
         _alpha_mode(alpha, filter_alpha), background, linear, strip, frames,
-        overwrite, skip_existing, pattern, jobs, threads, max_bytes, max_pixels, quiet, as_json,
+        overwrite, skip_existing, pattern, jobs, threads, max_bytes, max_pixels, tile, quiet,
+        as_json,
     )  # fmt: skip
     if kernel_layout is None and layout == "NCHW":
         kernel_layout = "OIHW"  # the PyTorch pair: NCHW activations, OIHW weights
@@ -504,6 +514,7 @@ def pool(
     pattern: str | None,
     jobs: int | None,
     max_bytes: int,
+    tile: int | None,
     max_pixels: int,
     threads: int | None,
     quiet: bool,
@@ -523,7 +534,8 @@ def pool(
     options = RunOptions(
         inputs, output, output_format, layout, range_mode, out_dtype, quality,
         _alpha_mode(alpha, filter_alpha), background, linear, strip, frames,
-        overwrite, skip_existing, pattern, jobs, threads, max_bytes, max_pixels, quiet, as_json,
+        overwrite, skip_existing, pattern, jobs, threads, max_bytes, max_pixels, tile, quiet,
+        as_json,
     )  # fmt: skip
     operation = pipeline.Pooling(
         op="max" if op == "max" else "avg",

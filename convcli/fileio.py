@@ -96,7 +96,9 @@ def replacing(path: Path, *, replace: bool = True) -> Iterator[BinaryIO]:
     """
     fd, temp_name = tempfile.mkstemp(prefix=temp_prefix(), suffix=path.suffix, dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
+        # reopened by name: writers such as tifffile's want the file's name, not its fd
+        os.close(fd)
+        with open(temp_name, "r+b") as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())

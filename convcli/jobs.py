@@ -22,6 +22,7 @@ from convcli.fileio import BrokenPipe, OutputAppearedError, atomic_write, write_
 from convcli.limits import DEFAULT_MAX_PIXELS
 from convcli.process import process
 from convcli.sources import STDIN, format_of, read_input
+from convcli.stream import stream_job
 
 #: The name of standard output as a job's target.
 STDOUT = "-"
@@ -53,6 +54,7 @@ class Settings:
     output: pipeline.OutputOptions
     max_pixels: int = DEFAULT_MAX_PIXELS
     chunk_bytes: int | None = None  # None: limits.CHUNK_BYTES
+    tile: int | None = None  # streamed images' tile side; None: limits.DEFAULT_TILE
     overwrite: bool = False
     skip_existing: bool = False
     debug: bool = False
@@ -181,6 +183,16 @@ def process_job(job: Job, settings: Settings) -> list[pipeline.Row]:
         OutputAppearedError: the output appeared after planning and ``overwrite`` is off.
     """
     rows = _npy_chunks(job, settings)
+    if rows is None and job.source != STDIN and job.target != STDOUT:
+        rows = stream_job(
+            job.source,
+            job.target,
+            job.format,
+            settings.operation,
+            dataclasses.replace(settings.output, format=job.format),
+            replace=settings.overwrite,
+            tile=settings.tile,
+        )
     if rows is not None:
         return rows
     options = settings.output

@@ -33,3 +33,10 @@ MAX_COMPRESSION_RATIO: Final = 1000
 CHUNK_BYTES = 64 * 1024**2
 #: Bytes read from standard input at a time: nothing is allocated for data not yet sent.
 STDIN_PIECE_BYTES: Final = 1024**2
+#: TIFF and .npy inputs larger than this (decoded) whose output is TIFF or .npy are streamed
+#: tile by tile (:mod:`convcli.stream`); smaller ones are faster decoded whole.
+STREAM_MIN_BYTES: Final = 64 * 1024**2
+#: Side of the output tiles of a streamed image (``--tile``), and of the tiled TIFF written.
+DEFAULT_TILE: Final = 512
+#: Decoded TIFF strips or tiles a streamed read keeps for the halos of neighbouring tiles.
+TILE_CACHE_BYTES: Final = 96 * 1024**2
