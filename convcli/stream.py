@@ -55,6 +55,7 @@ class TiffRegions:
         import tifffile
 
         self.name = name
+        self._handle = handle  # owned: closed with the reader
         self._tif = tifffile.TiffFile(handle)
         page = self._tif.pages.first
         self.page = page
@@ -75,6 +76,21 @@ class TiffRegions:
 
     def close(self) -> None:
         self._tif.close()
+        self._handle.close()
+
+    def fit_cache(self, band_rows: int) -> None:
+        """Keep the segments that neighbouring tiles of one row of output tiles share.
+
+        A tile of ``band_rows`` input rows (its halo included) reads ``down`` segments
+        vertically and at most three columns of them: the cache holds those, so it does not
+        grow with the image's width (a segment under a seam between two rows of tiles is
+        decoded once for each). Strips span the width by design: a band of them is kept.
+        """
+        seg_h, seg_w = self.segment
+        across = min(-(-self.shape[1] // seg_w), 3)
+        down = -(-band_rows // seg_h) + 1
+        segment_bytes = seg_h * seg_w * self.shape[2] * self.dtype.itemsize
+        self._cache_bytes = min(limits.TILE_CACHE_BYTES, across * down * segment_bytes)
 
     def _segment(self, index: int) -> Array:
         if index in self._cache:
@@ -325,7 +341,6 @@ def _open_regions(source: Path, fmt: str, name: str, max_bytes: int) -> Regions 
     height, width, channels = regions.shape
     if height * width * channels * regions.dtype.itemsize <= limits.STREAM_MIN_BYTES:
         regions.close()
-        handle.close()
         return None
     return regions
 
@@ -363,9 +378,12 @@ def stream_job(
         size = tile or DEFAULT_TILE
         if out_format == "tiff":  # TIFF tiles are multiples of 16 pixels a side
             size = max(16, -(-size // 16) * 16)
+        if isinstance(regions, TiffRegions):
+            rows_plan = _geometry(regions.shape, operation).rows
+            regions.fit_cache(rows_plan.extent + (size - 1) * rows_plan.stride)
         _check_working_set(regions, operation, size, options.max_bytes, source)
         started = time.perf_counter()
-        rank = _input_rank(source, fmt)
+        rank = _input_rank(source, fmt, regions)
         rows = _write(regions, operation, options, size, Path(target), out_format, replace, rank)
         rows.seconds = time.perf_counter() - started
         rows.name = source
@@ -374,9 +392,9 @@ def stream_job(
         regions.close()
 
 
-def _input_rank(source: str, fmt: str) -> int:
-    if fmt == "tiff":
-        return 3
+def _input_rank(source: str, fmt: str, regions: Regions) -> int:
+    if fmt == "tiff":  # images are (H, W) gray or (H, W, C)
+        return 2 if regions.shape[2] == 1 else 3
     header = arrays.read_npy_header(Path(source), name=source, max_bytes=2**62)
     return len(header.shape)
 

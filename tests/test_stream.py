@@ -1,0 +1,182 @@
+"""Images larger than memory: streamed TIFF and .npy results equal the in-memory ones.
+
+Tiny tiles are forced (``--tile``, and ``limits.STREAM_MIN_BYTES`` lowered so small files
+stream), so seams and corners fall everywhere: every pad mode, stride, dilation, and max and
+average pooling with padding and ceil mode.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tifffile
+
+from convcli import limits
+from tests.conftest import run
+
+RNG = np.random.default_rng(12)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("stream")
+    image = RNG.integers(0, 256, (37, 29, 3), dtype=np.uint8)
+    tifffile.imwrite(folder / "tiled.tif", image, tile=(16, 16), photometric="rgb")
+    tifffile.imwrite(folder / "striped.tif", image, rowsperstrip=5, photometric="rgb")
+    tifffile.imwrite(folder / "gray16.tif", RNG.integers(0, 65536, (33, 41), dtype=np.uint16))
+    np.save(folder / "a.npy", RNG.standard_normal((37, 29, 2)).astype(np.float32))
+    np.save(folder / "b.npy", RNG.standard_normal((1, 23, 31, 1)).astype(np.float64))
+    return folder
+
+
+def read(path: Path) -> np.ndarray:
+    return np.load(path) if path.suffix == ".npy" else tifffile.imread(path)
+
+
+def in_memory_and_streamed(
+    monkeypatch: pytest.MonkeyPatch, source: Path, out: Path, args: list[str], tile: int
+) -> tuple[np.ndarray, np.ndarray, str]:
+    monkeypatch.setattr(limits, "STREAM_MIN_BYTES", 1 << 60)
+    whole = run(*args[:1], source, *args[1:], "-o", out.with_stem("whole"), "--json")
+    assert whole.exit_code == 0, whole.stderr
+    monkeypatch.setattr(limits, "STREAM_MIN_BYTES", 0)
+    streamed = run(*args[:1], source, *args[1:], "-o", out, "--tile", tile, "--json")
+    assert streamed.exit_code == 0, streamed.stderr
+    return read(out.with_stem("whole")), read(out), streamed.stdout
+
+
+CONV_CASES = list(
+    itertools.product(
+        ["sharpen", "box:size=4", "emboss"],
+        ["zeros", "replicate", "reflect", "circular"],
+        ["1", "2"],
+        ["1", "2"],
+    )
+)
+
+
+@pytest.mark.parametrize(("kernel", "pad_mode", "stride", "dilation"), CONV_CASES)
+@pytest.mark.parametrize("source", ["tiled.tif", "striped.tif", "a.npy"])
+def test_streamed_convolution_equals_in_memory(
+    inputs: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    source: str,
+    kernel: str,
+    pad_mode: str,
+    stride: str,
+    dilation: str,
+) -> None:
+    suffix = Path(source).suffix
+    args = ["conv", "-k", kernel, "--pad-mode", pad_mode, "--stride", stride,
+            "--dilation", dilation]  # fmt: skip
+    tile = 16 if suffix == ".tif" else 5
+    whole, streamed, report = in_memory_and_streamed(
+        monkeypatch, inputs / source, tmp_path / f"out{suffix}", args, tile
+    )
+    assert "streamed" in report
+    assert streamed.dtype == whole.dtype
+    np.testing.assert_array_equal(streamed, whole)
+
+
+POOL_CASES = list(
+    itertools.product(
+        ["max", "avg"], ["2", "3"], ["1", "2"], ["0", "1"], [False, True], [True, False]
+    )
+)
+
+
+@pytest.mark.parametrize(("op", "size", "stride", "padding", "ceil", "include"), POOL_CASES)
+@pytest.mark.parametrize("source", ["tiled.tif", "a.npy", "b.npy"])
+def test_streamed_pooling_equals_in_memory(
+    inputs: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    source: str,
+    op: str,
+    size: str,
+    stride: str,
+    padding: str,
+    ceil: bool,
+    include: bool,
+) -> None:
+    suffix = Path(source).suffix
+    args = ["pool", "--op", op, "--size", size, "--stride", stride, "--padding", padding]
+    args += ["--ceil-mode"] * ceil + ["--no-count-include-pad"] * (not include)
+    tile = 16 if suffix == ".tif" else 3
+    whole, streamed, _ = in_memory_and_streamed(
+        monkeypatch, inputs / source, tmp_path / f"out{suffix}", args, tile
+    )
+    np.testing.assert_array_equal(streamed, whole)
+
+
+def test_16_bit_gray_tiff_to_npy_and_tiff(
+    inputs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for suffix in (".npy", ".tif"):
+        whole, streamed, _ = in_memory_and_streamed(
+            monkeypatch, inputs / "gray16.tif", tmp_path / f"g{suffix}", ["conv", "-k", "edge"], 16
+        )
+        np.testing.assert_array_equal(streamed, whole)
+
+
+def test_streamed_output_is_a_tiled_bigtiff(
+    inputs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(limits, "STREAM_MIN_BYTES", 0)
+    out = tmp_path / "o.tif"
+    assert run("conv", inputs / "tiled.tif", "-k", "box", "--tile", "16", "-o", out).exit_code == 0
+    with tifffile.TiffFile(out) as tif:
+        page = tif.pages.first
+        assert tif.is_bigtiff and page.is_tiled and (page.tilelength, page.tilewidth) == (16, 16)
+
+
+def lazy_tiles(height: int, width: int, tile: int) -> Iterator[np.ndarray]:
+    """A smooth RGB picture, generated one tile at a time (never whole in memory)."""
+    for top in range(0, height, tile):
+        for left in range(0, width, tile):
+            y, x = np.mgrid[top : top + tile, left : left + tile]
+            planes = [(x * 0.05) % 256, (y * 0.05) % 256, ((x + y) * 0.03) % 256]
+            yield np.stack(planes, axis=-1).astype(np.uint8)
+
+
+def test_a_large_tiled_bigtiff_streams_in_bounded_memory(tmp_path: Path) -> None:
+    """4864x4864 RGB (68 MiB decoded, over the 64 MiB streaming threshold): traced
+    allocations stay under a quarter of the image, and --max-pixels does not apply."""
+    side, tile = 4864, 512
+    source = tmp_path / "big.tif"
+    tifffile.imwrite(source, lazy_tiles(side, side, tile), shape=(side, side, 3),
+                     dtype=np.uint8, tile=(tile, tile), photometric="rgb",
+                     compression="zlib", bigtiff=True)  # fmt: skip
+    out = tmp_path / "out.tif"
+    tracemalloc.start()
+    try:
+        result = run("conv", source, "-k", "sharpen", "--max-pixels", "1000", "-o", out)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.exit_code == 0, result.stderr
+    assert peak < side * side * 3 / 4, f"{peak:,} bytes traced"
+    with tifffile.TiffFile(out) as tif:
+        page = tif.pages.first
+        assert page.shape == (side, side, 3)
+        corner = page.asarray()[-40:, -40:]
+    expected = _corner_in_memory(tmp_path, side, tile)
+    np.testing.assert_array_equal(corner, expected)
+
+
+def _corner_in_memory(tmp_path: Path, side: int, tile: int) -> Any:
+    """The bottom-right 40x40 of the sharpened picture, from a 48x48 crop (replicate pads)."""
+    *_, last_tile = lazy_tiles(side, side, tile)
+    last = last_tile[-48:, -48:]
+    tifffile.imwrite(tmp_path / "crop.tif", last, photometric="rgb")
+    assert (
+        run("conv", tmp_path / "crop.tif", "-k", "sharpen", "-o", tmp_path / "c.tif").exit_code == 0
+    )
+    return tifffile.imread(tmp_path / "c.tif")[-40:, -40:]
