@@ -148,7 +148,8 @@ def lazy_tiles(height: int, width: int, tile: int) -> Iterator[np.ndarray]:
 
 def test_a_large_tiled_bigtiff_streams_in_bounded_memory(tmp_path: Path) -> None:
     """4864x4864 RGB (68 MiB decoded, over the 64 MiB streaming threshold): traced
-    allocations stay under a quarter of the image, and --max-pixels does not apply."""
+    allocations stay under 32 MiB (tiles and a few decoded segments, not the image), and
+    --max-pixels does not apply."""
     side, tile = 4864, 512
     source = tmp_path / "big.tif"
     tifffile.imwrite(source, lazy_tiles(side, side, tile), shape=(side, side, 3),
@@ -162,7 +163,7 @@ def test_a_large_tiled_bigtiff_streams_in_bounded_memory(tmp_path: Path) -> None
     finally:
         tracemalloc.stop()
     assert result.exit_code == 0, result.stderr
-    assert peak < side * side * 3 / 4, f"{peak:,} bytes traced"
+    assert peak < 32 * 1024**2, f"{peak:,} bytes traced"
     with tifffile.TiffFile(out) as tif:
         page = tif.pages.first
         assert page.shape == (side, side, 3)
