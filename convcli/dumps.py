@@ -1,10 +1,13 @@
 """Reference dumps: writing, reading and recomputing them with the engine.
 
-A reference dump is an ``.npz`` holding ``input``, ``output`` (expected), ``kernel`` (conv),
-optional ``bias`` and ``params``: a 0-d string array of JSON with ``op`` ("conv", "max_pool"
-or "avg_pool"), the engine's keywords by their Python names, and optional ``rtol``, ``atol``
-and ``source``. :func:`write_reference` writes one from a PyTorch or TensorFlow script;
-:func:`verify_dump` recomputes it with the engine and compares (see :mod:`convcli.compare`).
+A reference dump is an ``.npz`` holding ``input``, ``output`` (expected), ``kernel`` (conv
+and conv_transpose), optional ``bias`` and ``params``: a 0-d string array of JSON with ``op``
+("conv", "max_pool", "avg_pool" or "conv_transpose"), the engine's keywords by their Python
+names, and optional ``rtol``, ``atol`` and ``source``. It may also hold autograd's
+``grad_output`` with any of ``grad_input``, ``grad_weight``, ``grad_bias``
+(:mod:`convcli.dump_grads` recomputes those). :func:`write_reference` writes one from a
+PyTorch or TensorFlow script; :func:`verify_dump` recomputes it with the engine and compares
+(see :mod:`convcli.compare`).
 """
 
 from __future__ import annotations
@@ -13,16 +16,17 @@ import json
 import math
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 
-from convcli import engine
 from convcli.arrays import ZIP_ERRORS, encode_npz, read_npz
 from convcli.compare import Comparison, compare_arrays
+from convcli.dump_grads import GRADIENT_MEMBERS, OP_GRADIENTS, forward
+from convcli.dump_grads import gradients as recompute_gradients
 from convcli.errors import ConvcliError, InputError, LimitError
 from convcli.fileio import atomic_write
 from convcli.limits import DEFAULT_MAX_BYTES
@@ -37,14 +41,16 @@ __all__ = [
     "is_reference_dump",
     "read_reference",
     "recompute",
+    "recompute_all",
     "verify_dump",
+    "verify_dump_all",
     "write_reference",
 ]
 
 Array: TypeAlias = npt.NDArray[Any]
 
 #: Operations a reference dump may record.
-OPS = ("conv", "max_pool", "avg_pool")
+OPS = ("conv", "max_pool", "avg_pool", "conv_transpose")
 #: The engine keywords each operation accepts in a dump, by their Python names.
 OP_PARAMETERS: Mapping[str, tuple[str, ...]] = {
     "conv": (
@@ -59,16 +65,31 @@ OP_PARAMETERS: Mapping[str, tuple[str, ...]] = {
     ),
     "max_pool": ("size", "stride", "padding", "dilation", "ceil_mode", "layout"),
     "avg_pool": ("size", "stride", "padding", "ceil_mode", "count_include_pad", "layout"),
+    "conv_transpose": (
+        "stride",
+        "padding",
+        "output_padding",
+        "groups",
+        "dilation",
+        "layout",
+        "kernel_layout",
+    ),
 }
 #: Keys of a dump's params JSON that are not engine keywords.
 DUMP_EXTRA_KEYS = ("rtol", "atol", "source")
 #: Array members of a dump, by operation (``params`` aside).
 _DUMP_MEMBERS: Mapping[str, tuple[str, ...]] = {
-    "conv": ("input", "output", "kernel", "bias"),
-    "max_pool": ("input", "output"),
-    "avg_pool": ("input", "output"),
+    op: (
+        "input",
+        "output",
+        *(("kernel", "bias") if op in ("conv", "conv_transpose") else ()),
+        "grad_output",
+        *OP_GRADIENTS[op],
+    )
+    for op in OPS
 }
-_OPTIONAL_MEMBERS = ("bias",)
+_OPTIONAL_MEMBERS = ("bias", "grad_output", *GRADIENT_MEMBERS)
+_TAKES_KERNEL = ("conv", "conv_transpose")
 
 
 @dataclass(frozen=True)
@@ -88,6 +109,8 @@ class ReferenceDump:
     rtol: float | None
     atol: float | None
     source: str | None
+    gradients: Mapping[str, Array] = field(default_factory=dict)
+    grad_output: Array | None = None
 
 
 def _jsonable(value: Any, what: str) -> Any:
@@ -116,6 +139,10 @@ def write_reference(
     rtol: float | None = None,
     atol: float | None = None,
     source: str | None = None,
+    grad_output: npt.ArrayLike | None = None,
+    grad_input: npt.ArrayLike | None = None,
+    grad_weight: npt.ArrayLike | None = None,
+    grad_bias: npt.ArrayLike | None = None,
     **params: Any,
 ) -> None:
     """Write a reference dump that ``convcli verify DUMP.npz`` recomputes and compares.
@@ -124,7 +151,7 @@ def write_reference(
     ----------
     path : Path or str
         The ``.npz`` to write, atomically; an existing file is replaced.
-    op : {"conv", "max_pool", "avg_pool"}
+    op : {"conv", "max_pool", "avg_pool", "conv_transpose"}
     input : array_like
         What the operation was applied to, in ``layout`` (default NHWC): (N, H, W, C),
         (H, W, C) or (H, W); (N, C, H, W) or (C, H, W) with ``layout="NCHW"``.
@@ -139,6 +166,11 @@ def write_reference(
         Tolerances to verify with; the command line's flags override them.
     source : str, optional
         Free text, e.g. ``"torch 2.13.0 nn.Conv2d(3, 8, 3)"``.
+    grad_output, grad_input, grad_weight, grad_bias : array_like, optional
+        Autograd's gradients: ``grad_output`` is the gradient flowing into the output, the
+        others what the framework computed for the input, the kernel and the bias (each of
+        its argument's shape). ``verify`` recomputes each one given; they need
+        ``grad_output``, and pooling has no ``grad_weight`` or ``grad_bias``.
     **params
         The engine's keywords for ``op`` (:data:`OP_PARAMETERS`), e.g. ``stride=2,
         padding=(1, 1), layout="NCHW", kernel_layout="OIHW"``; tuples are stored as JSON
@@ -160,12 +192,21 @@ def write_reference(
             raise ConvcliError(
                 f"unknown parameter {key!r} for op {op!r} (allowed: {', '.join(allowed)})"
             )
-    if op == "conv" and kernel is None:
-        raise ConvcliError("op 'conv' needs a kernel")
-    if op != "conv" and (kernel is not None or bias is not None):
+    if op in _TAKES_KERNEL and kernel is None:
+        raise ConvcliError(f"op {op!r} needs a kernel")
+    if op not in _TAKES_KERNEL and (kernel is not None or bias is not None):
         raise ConvcliError(f"op {op!r} takes no kernel or bias")
-    if op != "conv" and "size" not in params:
+    if op not in _TAKES_KERNEL and "size" not in params:
         raise ConvcliError(f"op {op!r} needs size")
+    given = {"grad_input": grad_input, "grad_weight": grad_weight, "grad_bias": grad_bias}
+    grads = {name: value for name, value in given.items() if value is not None}
+    if grads and grad_output is None:
+        raise ConvcliError(f"{', '.join(grads)} need grad_output, the gradient they follow from")
+    for name in grads:
+        if name not in OP_GRADIENTS[op]:
+            raise ConvcliError(f"op {op!r} has no {name}")
+    if "grad_bias" in grads and bias is None:
+        raise ConvcliError("grad_bias needs the bias")
     document: dict[str, Any] = {"op": op}
     for key, value in params.items():
         document[key] = _jsonable(value, key)
@@ -182,6 +223,10 @@ def write_reference(
         members["kernel"] = np.asarray(kernel)
     if bias is not None:
         members["bias"] = np.asarray(bias)
+    if grad_output is not None:
+        members["grad_output"] = np.asarray(grad_output)
+    for name, value in grads.items():
+        members[name] = np.asarray(value)
     for member, array in members.items():
         if array.dtype.hasobject:
             raise ConvcliError(f"{member} holds Python objects (dtype {array.dtype})")
@@ -275,6 +320,9 @@ def read_reference(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Referen
                 f"{name}: missing member {member!r} (a {op} dump holds "
                 f"{', '.join(expected_members)} and params)"
             )
+    held = [member for member in GRADIENT_MEMBERS if member in members]
+    if held and "grad_output" not in members:
+        raise InputError(f"{name}: {', '.join(held)} without 'grad_output', which they follow from")
     tolerances: dict[str, float | None] = {}
     for key in ("rtol", "atol"):
         value = document.pop(key, None)
@@ -299,7 +347,21 @@ def read_reference(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Referen
         rtol=tolerances["rtol"],
         atol=tolerances["atol"],
         source=source,
+        gradients={name: members[name] for name in GRADIENT_MEMBERS if name in members},
+        grad_output=members.get("grad_output"),
     )
+
+
+def _members(dump: ReferenceDump) -> dict[str, Array]:
+    members: dict[str, Array] = {"input": dump.input, **dump.gradients}
+    for name, value in (
+        ("kernel", dump.kernel),
+        ("bias", dump.bias),
+        ("grad_output", dump.grad_output),
+    ):
+        if value is not None:
+            members[name] = value
+    return members
 
 
 def recompute(dump: ReferenceDump, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Array:
@@ -317,21 +379,35 @@ def recompute(dump: ReferenceDump, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Arr
     LimitError
         The result or scratch memory would exceed ``max_bytes``.
     """
+    return recompute_all(dump, max_bytes=max_bytes, gradients=False)[0][1]
+
+
+def recompute_all(
+    dump: ReferenceDump, *, max_bytes: int = DEFAULT_MAX_BYTES, gradients: bool = True
+) -> list[tuple[str, Array, Array]]:
+    """(member, recomputed, expected) for the output and each gradient the dump holds.
+
+    The output comes first; then ``grad_input``, ``grad_weight``, ``grad_bias`` as present.
+
+    Raises
+    ------
+    InputError, LimitError
+        As :func:`recompute`.
+    """
     params = dict(dump.params)
+    members = _members(dump)
+    if dump.op in ("conv", "conv_transpose") and dump.kernel is None:
+        raise InputError(f"{dump.path}: missing member 'kernel'")
     try:
-        if dump.op == "conv":
-            if dump.kernel is None:
-                raise InputError(f"{dump.path}: missing member 'kernel'")
-            return engine.conv2d(dump.input, dump.kernel, dump.bias, max_bytes=max_bytes, **params)
-        if dump.op == "max_pool":
-            return engine.max_pool2d(dump.input, max_bytes=max_bytes, **params)
-        if dump.op == "avg_pool":
-            return engine.avg_pool2d(dump.input, max_bytes=max_bytes, **params)
+        rows = [("output", forward(dump.op, members, params, max_bytes), dump.output)]
+        if gradients:
+            found = recompute_gradients(dump.op, members, params, max_bytes)
+            rows += [(name, found[name], dump.gradients[name]) for name in found]
     except LimitError as exc:
         raise LimitError(f"{dump.path}: {exc}") from exc
     except (ValueError, TypeError) as exc:
         raise InputError(f"{dump.path}: cannot recompute {dump.op}: {exc}") from exc
-    raise InputError(f"{dump.path}: unknown op {dump.op!r}")
+    return rows
 
 
 def dump_tolerances(
@@ -371,9 +447,33 @@ def verify_dump(
     filter has many taps (C * kh * kw in the hundreds); the defaults are not loosened for
     that. Record ``rtol``/``atol`` in the dump, or pass them.
     """
+    return verify_dump_all(path, rtol=rtol, atol=atol, show=show, max_bytes=max_bytes)[0]
+
+
+def verify_dump_all(
+    path: Path,
+    *,
+    rtol: float | None = None,
+    atol: float | None = None,
+    show: int = 0,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> list[Comparison]:
+    """:func:`verify_dump` for the output and each gradient the dump holds, in that order.
+
+    The output's comparison is named after the dump's path, a gradient's ``PATH:grad_input``
+    (``grad_weight``, ``grad_bias``); tolerances as :func:`verify_dump`, the defaults by
+    each expected array's dtype.
+    """
     dump = read_reference(path, max_bytes=max_bytes)
-    actual = recompute(dump, max_bytes=max_bytes)
     used_rtol, used_atol = dump_tolerances(dump, rtol, atol)
-    return compare_arrays(
-        actual, dump.output, name=str(path), rtol=used_rtol, atol=used_atol, show=show
-    )
+    return [
+        compare_arrays(
+            actual,
+            expected,
+            name=str(path) if member == "output" else f"{path}:{member}",
+            rtol=used_rtol,
+            atol=used_atol,
+            show=show,
+        )
+        for member, actual, expected in recompute_all(dump, max_bytes=max_bytes)
+    ]

@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from convcli.compare import Comparison, as_nhwc
-from convcli.dumps import dump_tolerances, read_reference, recompute
+from convcli.dumps import dump_tolerances, read_reference, recompute_all
 from convcli.errors import ConvcliError
 from convcli.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from convcli.pairs import Pair, compare_pair, iter_pairs
@@ -168,9 +168,14 @@ def verify(
         if expected_layout not in (None, "NHWC"):
             raise ConvcliError("a reference dump records its own layout; drop expected_layout")
         dump = read_reference(actual, max_bytes=max_bytes)
-        result = recompute(dump, max_bytes=max_bytes)
+        rows = recompute_all(dump, max_bytes=max_bytes)
         rtol, atol = dump_tolerances(dump, rtol, atol)
-        pairs: Iterator[Pair] = iter([Pair(str(actual), result, dump.output)])
+        pairs: Iterator[Pair] = iter(
+            [
+                Pair(str(actual) if member == "output" else f"{actual}:{member}", result, expected)
+                for member, result, expected in rows
+            ]
+        )
         draw_actual = draw_expected = str(dump.params.get("layout", "NHWC"))
     else:
         pairs = iter_pairs(actual, expected, max_bytes=max_bytes, max_pixels=max_pixels)
