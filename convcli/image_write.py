@@ -199,6 +199,9 @@ class FrameWriter:
         Durations, loop and disposal of the frames.
     jpeg : JpegSettings, optional
         The quantization tables and subsampling of a JPEG input.
+    has_alpha : bool, optional
+        Whether 2 or 4 channels end with alpha (the default) or are plain channels, which
+        TIFF marks as unspecified extra samples.
     """
 
     def __init__(
@@ -210,6 +213,7 @@ class FrameWriter:
         metadata: Metadata | None = None,
         animation: Animation | None = None,
         jpeg: JpegSettings | None = None,
+        has_alpha: bool | None = None,
     ) -> None:
         if format not in _WRITE_RULES:
             check_writable((1, 1), "uint8", format, name=name)  # raises the unknown-format error
@@ -221,6 +225,7 @@ class FrameWriter:
         self.metadata = metadata or Metadata()
         self.animation = animation or Animation()
         self.jpeg = jpeg
+        self.has_alpha = has_alpha
         self.frames: list[Array] = []
         self.count = 0
         self._tiff: Any = None
@@ -276,8 +281,9 @@ class FrameWriter:
             options["predictor"] = "horizontal"
         if channels > 1:
             options["planarconfig"] = "contig"
-        if channels in (2, 4):
-            options["extrasamples"] = ("unassalpha",)
+        if channels in (2, 4):  # the last sample is alpha unless the source said otherwise
+            alpha = self.has_alpha is not False
+            options["extrasamples"] = ("unassalpha",) if alpha else ("unspecified",)
         if self.count == 0:
             options.update(tiff_tags(self.metadata))
         self._tiff.write(array, contiguous=False, **options)

@@ -22,9 +22,11 @@ What :func:`read_image` returns:
   when every palette entry is gray. 16-bit PNGs stay ``uint16``, color ones included (Pillow
   alone would truncate those to 8 bits). TIFF int8, int16, float16 and float64 samples are read
   as float32; other TIFF sample types are refused.
-- The EXIF orientation of JPEG, WebP and PNG images is applied, so the pixels are what a viewer
-  shows (outputs carry no EXIF, so an unrotated result would look turned).
-- GIF and animated PNG/WebP: the first frame only. Multi-page TIFF: the first page only.
+- The EXIF orientation of JPEG, WebP and PNG images, and TIFF's Orientation tag, are
+  applied, so the pixels are what a viewer shows (outputs carry EXIF with Orientation 1).
+- The metadata (:class:`~convcli.decoding.Metadata`: ICC, EXIF, XMP, DPI, PNG text) and a
+  JPEG's quantization tables come along. This reads one frame (page); every frame of GIF,
+  APNG, WebP and multi-page TIFF is read by :mod:`convcli.frames`.
 """
 
 from __future__ import annotations

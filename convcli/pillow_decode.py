@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image as PILImage
 
-from convcli.decoding import SUFFIX_16, DecodePlan, ImageHeader, finish
+from convcli.decoding import SUFFIX_16, DecodePlan, ImageHeader, finish, orient
 from convcli.errors import InputError
 from convcli.png import decode_png16, png16_color
 
@@ -110,6 +110,7 @@ def pillow_plan(opened: PILImage.Image, fmt: str, prefix: bytes, name: str) -> D
     mode = opened.mode
     transparent = "transparency" in opened.info
     convert: str | None = None
+    transparent_gray: int | None = None
     png16 = png16_color(prefix) if fmt == "png" else None
     if png16 is not None:
         channels = png16[0]
@@ -125,9 +126,12 @@ def pillow_plan(opened: PILImage.Image, fmt: str, prefix: bytes, name: str) -> D
         else:
             convert, channels = "RGB", 3
         dtype, has_alpha = "uint8", channels == 4
-    elif mode in ("L", "RGB") and transparent:
-        convert = "LA" if mode == "L" else "RGBA"
-        channels, dtype, has_alpha = (2 if mode == "L" else 4), "uint8", True
+    elif mode in ("1", "L", "RGB") and transparent:
+        convert = "RGBA" if mode == "RGB" else "LA"
+        channels, dtype, has_alpha = (4 if mode == "RGB" else 2), "uint8", True
+        if fmt == "png" and mode != "RGB":
+            transparent_gray = _png_transparent_gray(opened, prefix)
+            convert = "L" if transparent_gray is not None else convert
     elif mode in ("1", "L"):
         convert = "L" if mode == "1" else None
         channels, dtype, has_alpha = 1, "uint8", False
@@ -150,7 +154,28 @@ def pillow_plan(opened: PILImage.Image, fmt: str, prefix: bytes, name: str) -> D
     if orientation >= 5:  # the four orientations that swap rows and columns
         width, height = height, width
     header = ImageHeader(width, height, channels, dtype, fmt, mode)
-    return DecodePlan(header, has_alpha, convert, orientation, png16)
+    return DecodePlan(
+        header, has_alpha, convert, orientation, png16, transparent_gray=transparent_gray
+    )
+
+
+def _png_transparent_gray(opened: PILImage.Image, prefix: bytes) -> int | None:
+    """The 8-bit gray value a gray PNG's tRNS makes transparent (None: no usable tRNS).
+
+    Pillow scales 1-bit pixels and their tRNS value to 0/255, but 2 and 4-bit pixels only:
+    their tRNS value stays as stored, so Pillow's own conversion would keep them opaque.
+    """
+    value = opened.info.get("transparency")
+    if not isinstance(value, int):
+        return None
+    if opened.mode == "1":
+        return 255 if value else 0
+    bits = prefix[24] if len(prefix) > 25 and prefix[12:16] == b"IHDR" else 8
+    if bits < 8:
+        top = (1 << bits) - 1
+        # A value above the bit depth marks no pixel: -1 matches none.
+        return value * (255 // top) if value <= top else -1
+    return value
 
 
 def decode_pillow(opened: PILImage.Image, plan: DecodePlan, handle: IO[bytes], name: str) -> Array:
@@ -161,13 +186,16 @@ def decode_pillow(opened: PILImage.Image, plan: DecodePlan, handle: IO[bytes], n
         opened.load()
         converted = opened.convert(plan.convert) if plan.convert else opened
         pixels = np.asarray(converted)
-        if converted.mode.startswith("I"):
+        if plan.transparent_gray is not None:
+            alpha = np.where(pixels == plan.transparent_gray, 0, 255).astype(np.uint8)
+            pixels = np.stack([pixels, alpha], axis=-1)
+        elif converted.mode.startswith("I"):
             pixels = _as_uint16(pixels, name)
             transparency = opened.info.get("transparency")
             if isinstance(transparency, int):
                 alpha = np.where(pixels == transparency, 0, 65535).astype(np.uint16)
                 pixels = np.stack([pixels, alpha], axis=-1)
-    pixels = _orient(pixels, plan.orientation)
+    pixels = orient(pixels, plan.orientation)
     return finish(pixels, plan.header, name)
 
 
@@ -178,22 +206,3 @@ def _as_uint16(pixels: Array, name: str) -> Array:
     if pixels.size and (int(pixels.min()) < 0 or int(pixels.max()) > 65535):
         raise InputError(f"{name}: cannot read image: integer pixels outside the 16-bit range")
     return pixels.astype(np.uint16)
-
-
-def _orient(pixels: Array, orientation: int) -> Array:
-    """Apply an EXIF orientation, as Pillow's ``ImageOps.exif_transpose`` does."""
-    if orientation == 2:
-        return pixels[:, ::-1]
-    if orientation == 3:
-        return pixels[::-1, ::-1]
-    if orientation == 4:
-        return pixels[::-1]
-    if orientation == 5:
-        return pixels.swapaxes(0, 1)
-    if orientation == 6:
-        return np.rot90(pixels, -1)
-    if orientation == 7:
-        return pixels[::-1, ::-1].swapaxes(0, 1)
-    if orientation == 8:
-        return np.rot90(pixels, 1)
-    return pixels

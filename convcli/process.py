@@ -335,8 +335,9 @@ def _process_image(
     jpeg = image.jpeg if image.format == "jpeg" else None
     writer = None
     if fmt in images.IMAGE_FORMATS:
-        writer = images.FrameWriter(fmt, name=name, quality=options.quality,
-                                    metadata=metadata, jpeg=jpeg)  # fmt: skip
+        keeps_alpha = image.has_alpha and options.background is None
+        writer = images.FrameWriter(fmt, name=name, quality=options.quality, metadata=metadata,
+                                    jpeg=jpeg, has_alpha=keeps_alpha)  # fmt: skip
     shape_in = image.pixels.shape if count == 1 else (count, *image.pixels.shape)
     dtype_in = str(image.pixels.dtype)
     stacked: list[Array] = []

@@ -61,7 +61,8 @@ class TiffRegions:
         self.page = page
         self.shape = (int(page.imagelength), int(page.imagewidth), int(page.samplesperpixel))
         self.dtype = np.dtype(page.dtype)
-        self.has_alpha = self.shape[2] in (2, 4) and bool(page.extrasamples)
+        # unassociated alpha only: an unspecified extra sample is a plain channel
+        self.has_alpha = self.shape[2] in (2, 4) and tuple(page.extrasamples) == (2,)
         if page.is_tiled:
             self.segment = (int(page.tilelength), int(page.tilewidth))
         else:
@@ -315,6 +316,7 @@ def _tiff_streamable(handle: BinaryIO) -> bool:
                 and int(page.tags.valueof(274, default=1)) == 1
                 and tuple(int(kind) for kind in page.extrasamples) in ((), (0,), (2,))
                 and int(page.imagedepth) == 1
+                and int(page.samplesperpixel) <= 4
                 and len(tif.pages) == 1
             )
     except Exception:  # anything odd goes the ordinary way, which reports it properly
@@ -439,7 +441,8 @@ def _write(
 
     with writing(target, replace=replace) as handle:
         if out_format == "tiff":
-            _write_tiff(handle, all_tiles(), shape2, channels, dtype, tile, clipped)
+            alpha = regions.has_alpha and options.background is None
+            _write_tiff(handle, all_tiles(), shape2, channels, dtype, tile, clipped, alpha)
         else:
             _write_npy(handle, all_tiles(), shape2, channels, dtype, rank, clipped)
     out_shape: tuple[int, ...] = (*shape2, channels) if channels > 1 or rank >= 3 else shape2
@@ -462,6 +465,7 @@ def _write_tiff(
     dtype: np.dtype[Any],
     tile: int,
     clipped: list[int],
+    has_alpha: bool,
 ) -> None:
     """A tiled, deflated BigTIFF, written from the tile iterator (tifffile pads edge tiles)."""
     import tifffile
@@ -484,7 +488,7 @@ def _write_tiff(
     if dtype.kind == "u":
         options["predictor"] = "horizontal"
     if channels in (2, 4):
-        options["extrasamples"] = ("unassalpha",)
+        options["extrasamples"] = ("unassalpha",) if has_alpha else ("unspecified",)
     full_shape = (*shape, channels) if channels > 1 else shape
     with tifffile.TiffWriter(handle, bigtiff=True) as writer:
         writer.write(padded(), shape=full_shape, dtype=dtype, **options)

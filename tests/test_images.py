@@ -506,20 +506,35 @@ def test_tiff_with_codec_tifffile_lacks_is_read_by_pillow() -> None:
     np.testing.assert_array_equal(image.pixels, pixels)
 
 
-def test_tiff_16bit_rgb_lzw_without_imagecodecs_is_refused() -> None:
-    if importlib.util.find_spec("imagecodecs") is not None:
-        pytest.skip("imagecodecs is installed: tifffile reads LZW itself")
+def test_tiff_16bit_rgb_lzw_without_imagecodecs_is_read_exactly() -> None:
+    """libtiff decompresses the LZW strip; convcli unpacks the 16-bit samples (Pillow would
+    keep 8 bits of them)."""
     if not features.check("libtiff"):
         pytest.skip("Pillow built without libtiff")
     pixels = random_pixels((4, 5, 3), np.uint16)
     plain = tiff_bytes(pixels, photometric="rgb")
-    # Relabel the uncompressed strip as LZW: tifffile cannot decode it, Pillow would give 8 bits.
-    with tifffile.TiffFile(io.BytesIO(plain)) as tif:
-        offset = tif.pages.first.tags["Compression"].valueoffset
-    lzw = bytearray(plain)
-    lzw[offset : offset + 2] = struct.pack("<H", 5)
-    with pytest.raises(InputError, match=r"x\.tif: .*LZW.*imagecodecs"):
-        read_image(bytes(lzw), name="x.tif")
+    # LZW codes bytes: Pillow's libtiff codes the samples' bytes as an 8-bit gray image.
+    coded = pillow_bytes(
+        PILImage.frombytes("L", (30, 4), pixels.astype("<u2").tobytes()), "TIFF",
+        compression="tiff_lzw",
+    )  # fmt: skip
+    with tifffile.TiffFile(io.BytesIO(coded)) as tif:
+        (offset,), (count,) = tif.pages.first.dataoffsets, tif.pages.first.databytecounts
+    lzw = bytearray(plain + coded[offset : offset + count])
+    with tifffile.TiffFile(io.BytesIO(plain)) as tif:  # point the strip at the LZW bytes
+        tags = tif.pages.first.tags
+        for tag, value in (("Compression", 5), ("StripOffsets", len(plain)),
+                           ("StripByteCounts", count)):  # fmt: skip
+            code = "H" if tags[tag].dtype == 3 else "I"
+            struct.pack_into("<" + code, lzw, tags[tag].valueoffset, value)
+    image = read_image(bytes(lzw), name="x.tif")
+    assert image.pixels.dtype == np.uint16
+    np.testing.assert_array_equal(image.pixels, pixels)
+    if importlib.util.find_spec("imagecodecs") is None:  # else tifffile reports it
+        relabelled = bytearray(plain)  # raw samples labelled LZW: a clean error
+        struct.pack_into("<H", relabelled, tags["Compression"].valueoffset, 5)
+        with pytest.raises(InputError, match=r"x\.tif: .*corrupt or truncated LZW data"):
+            read_image(bytes(relabelled), name="x.tif")
 
 
 @pytest.mark.parametrize("shape", [(10, 12), (10, 12, 3)])
