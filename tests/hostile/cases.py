@@ -582,7 +582,9 @@ case("verify-dump-not-npz", verify("{c}/valid_x.npy"), "reference dump", culprit
 for _file, _fragment in {
     "dump_params_not_json.npz": "member 'params' is not valid JSON",
     "dump_params_nan.npz": "NaN is not allowed",
-    "dump_unknown_op.npz": "op must be one of conv, max_pool, avg_pool, conv_transpose, got 'rm -rf'",
+    "dump_unknown_op.npz": (
+        "op must be one of conv, max_pool, avg_pool, conv_transpose, got 'rm -rf'"
+    ),
     "dump_stride_zero.npz": "stride must be >= 1, got 0",
     "dump_padding_100000.npz": "over the limit",
     "dump_pickle_kernel.npz": "refusing to unpickle",
