@@ -228,6 +228,8 @@ class FrameWriter:
         self.has_alpha = has_alpha
         self.frames: list[Array] = []
         self.count = 0
+        #: dtype of the frames written (the first one's).
+        self.dtype: np.dtype[Any] | None = None
         self._tiff: Any = None
         self._buffer = io.BytesIO()
 
@@ -246,6 +248,8 @@ class FrameWriter:
                     f"{first.shape} {first.dtype}; {LABELS[self.format]} frames share one size"
                 )
         check_frames(self.count + 1, self.format, name=self.name)
+        if self.dtype is None:
+            self.dtype = array.dtype
         with _encoding_errors(self.name, self.format):
             if self.format == "tiff":
                 self._add_tiff_page(array)
@@ -304,7 +308,10 @@ class FrameWriter:
     def _pillow(self) -> bytes:
         from PIL import Image as PILImage
 
-        images = [PILImage.fromarray(frame) for frame in self.frames]
+        # each array goes as soon as Pillow holds its copy: the two are never both whole
+        images = []
+        while self.frames:
+            images.append(PILImage.fromarray(self.frames.pop(0)))
         options: dict[str, Any] = {}
         if self.format in ("jpeg", "webp"):
             options.update(pillow_save_options(self.metadata, self.format))

@@ -317,7 +317,8 @@ def _release_decoded(source: Source) -> None:
     """Drop the source's decoded pixels (the first frame), once they have been filtered."""
     source.arrays.clear()
     if source.image is not None:
-        source.image.pixels = source.image.pixels[:0]
+        pixels = source.image.pixels  # an empty array of its kind, not a view that keeps it
+        source.image.pixels = np.empty((0, *pixels.shape[1:]), pixels.dtype)
 
 
 def _process_image(
@@ -369,7 +370,7 @@ def _process_image(
         shape_out = array.shape
     if count > 1 and writer is not None:
         shape_out = (count, *shape_out)
-    dtype_out = str(writer.frames[0].dtype if writer is not None and writer.frames else "")
+    dtype_out = str(writer.dtype) if writer is not None and writer.dtype is not None else ""
     row = Row(name, shape_in, shape_out, dtype_in,
               dtype_out or _image_dtype(np.dtype(dtype_in), options.out_dtype),
               operation.describe(), time.perf_counter() - started, clipped)  # fmt: skip
