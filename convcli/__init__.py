@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from convcli.engine import avg_pool2d, conv2d, max_pool2d
 from convcli.errors import ConvcliError, InputError, KernelError, LimitError
+from convcli.grad_conv import conv2d_backward, conv_transpose2d
+from convcli.grad_pool import avg_pool2d_backward, max_pool2d_backward
 
 if TYPE_CHECKING:
     from convcli.compare import Comparison, compare_arrays
@@ -35,11 +37,15 @@ __all__ = [
     "LimitError",
     "__version__",
     "avg_pool2d",
+    "avg_pool2d_backward",
     "compare_arrays",
     "compare_paths",
     "conv2d",
+    "conv2d_backward",
+    "conv_transpose2d",
     "load_kernel",
     "max_pool2d",
+    "max_pool2d_backward",
     "verify_dump",
     "write_reference",
 ]

@@ -3,8 +3,10 @@
 
 A reference dump is an .npz holding a layer's input, its output as PyTorch computed it, its
 weights and the call's parameters; ``convcli verify DUMP.npz`` recomputes the output with
-convcli's NumPy engine and compares (exit status 0 when they agree). Write one from your own
-model the same way to check that convcli reproduces it.
+convcli's NumPy engine and compares (exit status 0 when they agree). A dump may also hold a
+``grad_output`` and autograd's ``grad_input``/``grad_weight``/``grad_bias``: verify then checks
+convcli's backward pass too. Write one from your own model the same way to check that convcli
+reproduces it.
 
 Usage::
 
@@ -23,7 +25,8 @@ from pathlib import Path
 
 
 def write_dumps(folder: Path) -> list[Path]:
-    """A Conv2d, a MaxPool2d and an AvgPool2d on random data, each as one dump."""
+    """A Conv2d, a MaxPool2d and an AvgPool2d on random data, each as one dump, and the
+    Conv2d's gradients (autograd, for a random grad_output) as a fourth."""
     import torch
 
     from convcli import write_reference
@@ -79,7 +82,32 @@ def write_dumps(folder: Path) -> list[Path]:
         layout="NCHW",
         source=f"{source} nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)",
     )
-    return [conv_dump, max_dump, avg_dump]
+    # A gradient dump: autograd's gradients for a random grad_output, as extra members that
+    # verify recomputes with convcli.conv2d_backward (one row per gradient).
+    images = x.clone().requires_grad_()
+    out = conv(images)
+    grad_output = torch.randn_like(out)
+    out.backward(grad_output)
+    assert images.grad is not None and conv.weight.grad is not None and conv.bias.grad is not None
+    grad_dump = folder / "torch_conv2d_grad.npz"
+    write_reference(
+        grad_dump,
+        op="conv",
+        input=x.numpy(),
+        output=out.detach().numpy(),
+        kernel=conv.weight.detach().numpy(),
+        bias=conv.bias.detach().numpy(),
+        grad_output=grad_output.numpy(),
+        grad_input=images.grad.numpy(),
+        grad_weight=conv.weight.grad.numpy(),
+        grad_bias=conv.bias.grad.numpy(),
+        stride=2,
+        padding=1,
+        layout="NCHW",
+        kernel_layout="OIHW",
+        source=f"{source} autograd through nn.Conv2d(3, 8, 3, stride=2, padding=1)",
+    )
+    return [conv_dump, max_dump, avg_dump, grad_dump]
 
 
 def verify(dumps: list[Path]) -> int:
