@@ -108,9 +108,7 @@ def only_convcli_errors(read: Callable[[bytes], object], data: bytes) -> None:
 def test_fuzzed_images_raise_only_convcli_errors(data: bytes) -> None:
     """read_source on image bytes (format sniffed, as from stdin): clean errors only."""
     only_convcli_errors(
-        lambda raw: sources.read_source(
-            None, data=raw, max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS
-        ),
+        lambda raw: sources.read_source(None, data=raw, max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS),
         data,
     )
 
