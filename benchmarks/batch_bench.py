@@ -1,12 +1,19 @@
-"""Folder batches through the real command line: images/s and peak memory, --jobs 1 vs 2.
+"""Folder batches through the real command line: images/s and peak memory, --jobs 1 vs 2,
+against ImageMagick's mogrify and convcli on a Dask cluster.
 
     python benchmarks/batch_bench.py                  # 2,000 64x64 PNGs, --jobs 1 and 2
     python benchmarks/batch_bench.py --rounds 5 --jobs 1,2,4
+    python benchmarks/batch_bench.py --peers          # and mogrify, --scheduler local and tcp://
     python benchmarks/batch_bench.py --memory         # main-process peak: 1,000 vs 10,000 files
 
 Each run is ``convcli conv DIR -k sharpen -o OUT -q --jobs N`` in a fresh process, the
 contenders interleaved round by round so a machine whose speed drifts slows all alike;
-medians are printed. Peak memory of the main convcli process is exact: each run goes through
+medians are printed. With ``--peers``, the same rounds also time ``mogrify -path OUT
+-morphology Convolve 3x3:0,-1,0,-1,5,-1,0,-1,0`` on the same files (the same sharpen, edge
+pixels replicated as convcli's preset does), ``--scheduler local`` (a LocalCluster started
+and stopped by each run: its start-up is included) and ``--scheduler tcp://...`` against a
+``dask scheduler`` and one one-thread ``dask worker`` per core that the benchmark starts once
+(start-up excluded). Peak memory of the main convcli process is exact: each run goes through
 a small wrapper process whose only waited-for child is convcli, so the wrapper's
 ``getrusage(RUSAGE_CHILDREN).ru_maxrss`` is convcli's peak (workers are children of the
 fork server, which reaps them, so they are not counted there). The workers' peak is their
@@ -18,6 +25,7 @@ Not a test: nothing here gates CI on a wall-clock time.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -84,11 +92,30 @@ def _high_water_kib(pid: int) -> int:
     return 0
 
 
-def run_once(source: Path, output: Path, jobs: int) -> Run:
-    """One timed ``convcli conv`` run into a fresh output folder."""
-    shutil.rmtree(output, ignore_errors=True)
+#: The sharpen preset, [[0, -1, 0], [-1, 5, -1], [0, -1, 0]], as ImageMagick takes it.
+MOGRIFY_SHARPEN = ["-morphology", "Convolve", "3x3:0,-1,0,-1,5,-1,0,-1,0"]
+
+
+def command_for(contender: str, source: Path, output: Path) -> list[str]:
+    """The argv of one run: a ``--jobs`` count, ``mogrify``, or a ``--scheduler`` address."""
+    if contender == "mogrify":
+        output.mkdir(parents=True)
+        return ["mogrify", "-path", str(output), *MOGRIFY_SHARPEN, *map(str, pngs(source))]
     command = [sys.executable, "-m", "convcli", "conv", str(source), "-k", "sharpen"]
-    command += ["-o", str(output), "-q", "--jobs", str(jobs)]
+    command += ["-o", str(output), "-q"]
+    if contender.isdigit():
+        return [*command, "--jobs", contender]
+    return [*command, "--scheduler", contender]
+
+
+def pngs(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*.png"))
+
+
+def run_once(source: Path, output: Path, contender: str) -> Run:
+    """One timed run into a fresh output folder."""
+    shutil.rmtree(output, ignore_errors=True)
+    command = command_for(contender, source, output)
     started = time.perf_counter()
     wrapper = subprocess.Popen([sys.executable, "-c", WRAPPER, *command], stdout=subprocess.PIPE)
     worker_peaks: dict[int, int] = {}
@@ -105,39 +132,116 @@ def run_once(source: Path, output: Path, jobs: int) -> Run:
     code, main_kib = map(int, wrapper.stdout.read().split())
     if code != 0:
         raise SystemExit(f"convcli exited with {code}: {' '.join(command)}")
-    return Run(seconds, main_kib, max(worker_peaks.values(), default=0) if jobs > 1 else 0)
+    if contender.isdigit() and int(contender) == 1:
+        return Run(seconds, main_kib, 0)
+    return Run(seconds, main_kib, max(worker_peaks.values(), default=0))
+
+
+class DaskCluster:
+    """``dask scheduler`` and ``workers`` one-thread ``dask worker`` processes on 127.0.0.1,
+    started once and stopped at the end (tasks not queued on the scheduler, as convcli's
+    LocalCluster does)."""
+
+    def __init__(self, folder: Path, workers: int) -> None:
+        root = str(Path(__file__).resolve().parents[1])
+        path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "PYTHONPATH": path}
+        env["DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION"] = "inf"
+        dask = [sys.executable, "-m", "dask"]
+        file = folder / "scheduler.json"
+        self.logs = open(folder / "dask.log", "wb")  # closed in stop()
+        self.processes: list[subprocess.Popen[bytes]] = []
+        try:
+            scheduler = [*dask, "scheduler", "--host", "127.0.0.1", "--port", "0"]
+            self.spawn([*scheduler, "--no-dashboard", "--scheduler-file", str(file)], env)
+            while not (file.exists() and file.read_text()):
+                time.sleep(0.1)
+            self.address = json.loads(file.read_text())["address"]
+            worker = [*dask, "worker", self.address, "--nthreads", "1", "--no-dashboard"]
+            for _ in range(workers):
+                self.spawn([*worker, "--host", "127.0.0.1"], env)
+            deadline = time.monotonic() + 120
+            while (folder / "dask.log").read_bytes().count(b"Registered to") < workers:
+                if time.monotonic() > deadline:
+                    raise SystemExit("the dask workers did not start; see dask.log")
+                time.sleep(0.1)
+        except BaseException:
+            self.stop()
+            raise
+
+    def spawn(self, argv: list[str], env: dict[str, str]) -> None:
+        self.processes.append(subprocess.Popen(argv, stdout=self.logs, stderr=self.logs, env=env))
+
+    def stop(self) -> None:
+        """Workers first (they would wait for a scheduler gone), then the scheduler."""
+        for group in (self.processes[1:], self.processes[:1]):
+            for process in group:
+                process.terminate()
+            for process in group:
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        self.logs.close()
 
 
 def throughput(args: argparse.Namespace, scratch: Path) -> None:
     source = scratch / "images"
     make_images(source, args.count, args.size)
-    contenders = [int(n) for n in args.jobs.split(",")]
-    runs: dict[int, list[Run]] = {jobs: [] for jobs in contenders}
-    for round_ in range(args.rounds):
-        order = contenders[round_ % len(contenders) :] + contenders[: round_ % len(contenders)]
-        for jobs in order:
-            runs[jobs].append(run_once(source, scratch / f"out{jobs}", jobs))
-    base = statistics.median(run.seconds for run in runs[contenders[0]])
+    contenders = args.jobs.split(",")
+    names = {jobs: f"convcli --jobs {jobs}" for jobs in contenders}
+    cluster = None
+    if args.peers:
+        if shutil.which("mogrify"):
+            contenders.append("mogrify")
+            names["mogrify"] = "ImageMagick mogrify"
+        else:
+            print("mogrify not found: ImageMagick is left out\n")
+        cores = os.cpu_count() or 1
+        cluster = DaskCluster(scratch, cores)
+        contenders += ["local", cluster.address]
+        names["local"] = f"convcli --scheduler local ({cores} workers, start-up included)"
+        names[cluster.address] = f"convcli --scheduler tcp:// ({cores} workers, running)"
+    runs: dict[str, list[Run]] = {contender: [] for contender in contenders}
+    try:
+        for round_ in range(args.rounds):
+            shift = round_ % len(contenders)
+            for number, contender in enumerate(contenders[shift:] + contenders[:shift]):
+                out = scratch / f"out{number}"
+                runs[contender].append(run_once(source, out, contender))
+                if contender != "mogrify":  # a wrong output would make a fast contender
+                    assert len(pngs(out)) == args.count, f"{contender}: outputs missing"
+    finally:
+        if cluster is not None:
+            cluster.stop()
     print(
         f"{args.count:,} {args.size}x{args.size} PNGs, conv -k sharpen, median of {args.rounds}; "
         f"{os.cpu_count()} cores, Python {platform.python_version()}, {platform.machine()}"
     )
     print()
+    medians = {name: statistics.median(run.seconds for run in runs[name]) for name in contenders}
+    ratios = [("vs --jobs 1", contenders[0])]
+    ratios += [(f"vs {names[peer]}", peer) for peer in ("2", "mogrify") if peer in runs]
     print(
-        "| --jobs | wall time (median) | images/s | speed-up | best round | "
-        "main peak RSS | worker peak RSS |"
+        "| run | wall time (median) | images/s | "
+        + "".join(f"{title} | " for title, _ in ratios)
+        + "best round | main peak RSS | worker peak RSS |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|")
-    for jobs in contenders:
-        seconds = statistics.median(run.seconds for run in runs[jobs])
-        main = max(run.main_kib for run in runs[jobs]) / 1024
-        worker = max(run.worker_kib for run in runs[jobs]) / 1024
-        best = min(run.seconds for run in runs[jobs])
+    print("|---|---:|---:|" + "---:|" * len(ratios) + "---:|---:|---:|")
+    for contender in contenders:
+        seconds = medians[contender]
+        main = max(run.main_kib for run in runs[contender]) / 1024
+        worker = max(run.worker_kib for run in runs[contender]) / 1024
+        best = min(run.seconds for run in runs[contender])
+        versus = "".join(f"{medians[peer] / seconds:.2f}x | " for _, peer in ratios)
         print(
-            f"| {jobs} | {seconds:.2f} s | {args.count / seconds:,.0f} | {base / seconds:.2f}x "
-            f"| {args.count / best:,.0f} images/s "
+            f"| {names[contender]} | {seconds:.2f} s | {args.count / seconds:,.0f} | {versus}"
+            f"{args.count / best:,.0f} images/s "
             f"| {main:.0f} MiB | {f'{worker:.0f} MiB' if worker else '-'} |"
         )
+    print()
+    print("Ratios are images/s over the peer's: above 1 is faster than it.")
 
 
 def memory(args: argparse.Namespace, scratch: Path) -> None:
@@ -149,7 +253,7 @@ def memory(args: argparse.Namespace, scratch: Path) -> None:
     for count in (1_000, 10_000):
         source = scratch / f"tiny{count}"
         make_images(source, count, 16)
-        run = run_once(source, scratch / f"tiny_out{count}", args.memory_jobs)
+        run = run_once(source, scratch / f"tiny_out{count}", str(args.memory_jobs))
         worker = f"{run.worker_kib / 1024:.0f} MiB" if run.worker_kib else "-"
         print(f"| {count:,} | {run.seconds:.1f} s | {run.main_kib / 1024:.0f} MiB | {worker} |")
 
@@ -161,6 +265,9 @@ def main() -> None:
     parser.add_argument("--jobs", default="1,2", help="--jobs values to compare (default 1,2)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--memory", action="store_true", help="1,000 vs 10,000 files instead")
+    parser.add_argument(
+        "--peers", action="store_true", help="also mogrify and Dask (--scheduler local, tcp://)"
+    )
     parser.add_argument("--memory-jobs", type=int, default=2, help="--jobs for --memory")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="convcli-batch-bench-") as scratch:

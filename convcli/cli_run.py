@@ -42,6 +42,31 @@ def _check_run_flags(ctx: click.Context, param: click.Parameter, value: Any) -> 
     return value
 
 
+#: The variable Dask itself reads the scheduler's address from; ``--scheduler`` wins over it.
+SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
+
+
+def _check_scheduler(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Refuse, at parse time, ``--jobs`` on a Dask cluster, whose workers set the parallelism.
+
+    This runs for both options; the one parsed second sees the other's value.
+    """
+    if param.name == "scheduler" and value is not None and not value.strip():
+        raise click.BadParameter("expected tcp://HOST:PORT or local", ctx=ctx, param=param)
+    jobs = value if param.name == "jobs" else ctx.params.get("jobs")
+    scheduler = value if param.name == "scheduler" else ctx.params.get("scheduler")
+    if jobs is None or scheduler is None:
+        return value
+    if ctx.get_parameter_source("scheduler") == click.core.ParameterSource.ENVIRONMENT:
+        reason = (
+            f"--jobs does not apply with {SCHEDULER_ENV} set ({scheduler}): the Dask cluster's "
+            f"workers run the items; unset {SCHEDULER_ENV} to run on local worker processes"
+        )
+    else:
+        reason = "--jobs does not apply with --scheduler: the Dask cluster's workers run the items"
+    raise click.BadParameter(reason, ctx=ctx, param_hint="--jobs")
+
+
 def output_options(command: F) -> F:
     """Options shared by conv and pool: inputs, outputs, images, limits, reports."""
     decorators = [
@@ -130,7 +155,16 @@ def output_options(command: F) -> F:
             "--jobs",
             type=click.IntRange(min=1),
             metavar="N",
+            callback=_check_scheduler,
             help="Worker processes for several inputs (default: one per core; 1: this process).",
+        ),
+        click.option(
+            "--scheduler",
+            metavar="ADDRESS",
+            envvar=SCHEDULER_ENV,
+            callback=_check_scheduler,
+            help="Run several inputs on a Dask cluster: tcp://HOST:8786, or local for a "
+            f"LocalCluster on this machine (default: ${SCHEDULER_ENV}). Needs convcli[dask].",
         ),
         click.option(
             "--max-bytes",
@@ -193,6 +227,7 @@ class RunOptions:
     tile: int | None
     quiet: bool
     as_json: bool
+    scheduler: str | None = None
 
     def settings(self, operation: pipeline.Operation, *, debug: bool) -> Settings:
         output = pipeline.OutputOptions(
@@ -318,7 +353,8 @@ def _run(options: RunOptions, operation: pipeline.Operation) -> None:
         skip_existing=options.skip_existing,
     )
     debug = bool(ctx.find_root().params.get("debug"))
-    run = Run(plan, options.settings(operation, debug=debug), workers=options.jobs)
+    settings = options.settings(operation, debug=debug)
+    run = Run(plan, settings, workers=options.jobs, scheduler=options.scheduler)
     json_items = _JsonItems() if options.as_json else None
     wants_progress = not (plan.single or options.quiet or json_items) and sys.stderr.isatty()
     console = report.stderr_console() if wants_progress else None  # rich only when drawing
@@ -401,6 +437,7 @@ def conv(
     skip_existing: bool,
     pattern: str | None,
     jobs: int | None,
+    scheduler: str | None,
     max_bytes: int,
     tile: int | None,
     max_pixels: int,
@@ -427,7 +464,7 @@ def conv(
         inputs, output, output_format, layout, range_mode, out_dtype, quality,
         _alpha_mode(alpha, filter_alpha), background, linear, strip, frames,
         overwrite, skip_existing, pattern, jobs, threads, max_bytes, max_pixels, tile, quiet,
-        as_json,
+        as_json, scheduler,
     )  # fmt: skip
     if kernel_layout is None and layout == "NCHW":
         kernel_layout = "OIHW"  # the PyTorch pair: NCHW activations, OIHW weights
@@ -513,6 +550,7 @@ def pool(
     skip_existing: bool,
     pattern: str | None,
     jobs: int | None,
+    scheduler: str | None,
     max_bytes: int,
     tile: int | None,
     max_pixels: int,
@@ -535,7 +573,7 @@ def pool(
         inputs, output, output_format, layout, range_mode, out_dtype, quality,
         _alpha_mode(alpha, filter_alpha), background, linear, strip, frames,
         overwrite, skip_existing, pattern, jobs, threads, max_bytes, max_pixels, tile, quiet,
-        as_json,
+        as_json, scheduler,
     )  # fmt: skip
     operation = pipeline.Pooling(
         op="max" if op == "max" else "avg",

@@ -11,6 +11,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from pathlib import Path
 from typing import BinaryIO
 
@@ -51,9 +52,34 @@ class OutputAppearedError(ConvcliError):
     """The output did not exist when the run was planned but does now (another process)."""
 
 
-def temp_prefix(pid: int | None = None) -> str:
-    """Temporary names carry their writer's pid, so a dead process's leftovers can be found."""
-    return f"{TEMP_PREFIX}{os.getpid() if pid is None else pid}-"
+#: The token of the run (and job) whose files this thread is writing; "" outside such a block.
+_RUN_TOKEN: ContextVar[str] = ContextVar("convcli_run_token", default="")
+
+
+@contextmanager
+def run_token(token: str) -> Iterator[None]:
+    """Temporary files created in this thread inside the block carry ``token`` in their name.
+
+    A job on a Dask cluster runs in a worker on any host, where its pid means nothing to the
+    run; the token (the run's, and the job's index) lets the run find and remove what a
+    worker that died left, whichever module of convcli was writing. "" changes nothing.
+    """
+    reset = _RUN_TOKEN.set(token)
+    try:
+        yield
+    finally:
+        _RUN_TOKEN.reset(reset)
+
+
+def temp_prefix(pid: int | None = None, token: str | None = None) -> str:
+    """Temporary names carry their writer's pid, so a dead process's leftovers can be found.
+
+    Inside :func:`run_token` (or given ``token``) they carry the token too:
+    ``.convcli-tmp-<pid>-<token>-...``.
+    """
+    writer = os.getpid() if pid is None else pid
+    token = _RUN_TOKEN.get() if token is None else token
+    return f"{TEMP_PREFIX}{writer}-{token}-" if token else f"{TEMP_PREFIX}{writer}-"
 
 
 def _commit(temp_name: str, path: Path, *, replace: bool) -> None:
@@ -90,7 +116,9 @@ def replacing(path: Path, *, replace: bool = True) -> Iterator[BinaryIO]:
     The data is flushed to disk (fsync) and the file made readable (0o644) before the rename.
     On any failure, KeyboardInterrupt and termination signals included, the temporary file is
     removed, so either the complete new file exists or the old state is untouched. The
-    temporary name is ``.convcli-tmp-<pid>-...`` (see :func:`remove_stale_temporary_files`).
+    temporary name is ``.convcli-tmp-<pid>-...``, or ``.convcli-tmp-<pid>-<token>-...``
+    inside :func:`run_token` (see :func:`remove_stale_temporary_files` and
+    :func:`remove_run_temporary_files`).
     Without ``replace`` an existing ``path`` is never replaced (:class:`OutputAppearedError`).
     The folder must exist; OSErrors are raised as they are.
     """
@@ -164,6 +192,28 @@ def remove_temporary_files(folder: Path, pid: int) -> None:
             if entry.name.startswith(prefix):
                 with suppress(FileNotFoundError):
                     os.unlink(entry.path)
+
+
+def remove_run_temporary_files(folder: Path, token: str) -> int:
+    """Remove the temporary files carrying ``token`` in ``folder``, whichever process wrote
+    them (a Dask worker that died, on any host); return how many.
+
+    ``token`` is a run's, or a run's and one job's (``<run>-i<index>``): the files of the
+    run, or of that job only.
+    """
+    if not token:
+        raise ValueError("remove_run_temporary_files needs a run's token")
+    removed = 0
+    with suppress(OSError), os.scandir(folder) as entries:
+        for entry in entries:
+            if not entry.name.startswith(TEMP_PREFIX):
+                continue
+            pid_text, _, rest = entry.name[len(TEMP_PREFIX) :].partition("-")
+            if pid_text.isdigit() and rest.startswith(f"{token}-"):
+                with suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed += 1
+    return removed
 
 
 def _alive(pid: int) -> bool:

@@ -2,23 +2,34 @@
 
 A single file, standard input (``-``), standard output (``-o -``) and every item of a folder
 batch are a :class:`Job` run by :func:`run_item`. Where it runs is the runner's choice: in
-this process (a single input, ``--jobs 1``) or in a worker process (:mod:`convcli.workers`).
-Large ``(N, ...)`` .npy inputs go through in chunks along N, so one job's memory is bounded.
+this process (a single input, ``--jobs 1``), in a worker process (:mod:`convcli.workers`) or
+in a Dask task (:mod:`convcli.dask_runner`). Large ``(N, ...)`` .npy inputs go through in
+chunks along N, so one job's memory is bounded.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
+import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
 from convcli import arrays, images, limits, pipeline
 from convcli.errors import ConvcliError, LimitError
-from convcli.fileio import BrokenPipe, OutputAppearedError, atomic_write, write_stdout, writing
+from convcli.fileio import (
+    BrokenPipe,
+    OutputAppearedError,
+    atomic_write,
+    run_token,
+    write_stdout,
+    writing,
+)
 from convcli.limits import DEFAULT_MAX_PIXELS
 from convcli.process import process
 from convcli.sources import STDIN, format_of, read_input
@@ -48,6 +59,9 @@ class Settings:
     ``output.format`` is a placeholder: each job brings its own format. ``overwrite``
     replaces outputs that exist; otherwise a job never replaces one, and with
     ``skip_existing`` an output that appeared after planning counts the job as skipped.
+    ``run_token`` (empty for a local run) goes into the names of the temporary files the
+    jobs write (:func:`~convcli.fileio.run_token`), so that a run on a Dask cluster finds its
+    own leftovers on any host.
     """
 
     operation: pipeline.Operation
@@ -58,6 +72,7 @@ class Settings:
     overwrite: bool = False
     skip_existing: bool = False
     debug: bool = False
+    run_token: str = ""
 
     @property
     def chunk_limit(self) -> int:
@@ -93,8 +108,56 @@ def _chunked(header: arrays.NpyHeader, job: Job, settings: Settings) -> bool:
     )
 
 
+def chunking(job: Job, settings: Settings) -> tuple[arrays.NpyHeader, int] | None:
+    """The header of a job's .npy input and the samples per chunk, if it goes in chunks.
+
+    None for every other job (it is processed whole). Local runs and Dask runs decide with
+    this one rule.
+
+    Raises:
+        ConvcliError: the input's .npy header is unreadable or over ``--max-bytes``.
+    """
+    if job.format != "npy" or job.source == STDIN or format_of(Path(job.source)) != "npy":
+        return None
+    header = arrays.read_npy_header(
+        Path(job.source), name=job.source, max_bytes=settings.output.max_bytes
+    )
+    if not _chunked(header, job, settings):
+        return None
+    return header, max(1, settings.chunk_limit // (header.nbytes // header.shape[0]))
+
+
+def chunk_output(result: Any, output: pipeline.OutputOptions) -> tuple[Any, int]:
+    """A chunk's result as it is written to the output .npy, and how many values clipped."""
+    clipped = 0
+    if output.out_dtype is not None:
+        result, clipped = images.to_image_dtype(
+            result, dtype=output.out_dtype, range_mode=output.range_mode
+        )
+    return np.ascontiguousarray(result), clipped
+
+
+def npy_output_header(
+    dtype: np.dtype[Any], shape: tuple[int, ...], job: Job, max_bytes: int
+) -> bytes:
+    """The .npy header of a chunked job's whole output, refused first if over ``max_bytes``.
+
+    The bytes ``np.save`` writes for a C-order array of ``shape`` and ``dtype``.
+    """
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes > max_bytes:
+        raise LimitError(
+            f"{job.source}: output {shape} {dtype} needs {nbytes:,} bytes, "
+            f"over --max-bytes {max_bytes:,}"
+        )
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, header)
+    return buffer.getvalue()
+
+
 def _process_npy_chunks(
-    source: Path, header: arrays.NpyHeader, job: Job, settings: Settings
+    source: Path, header: arrays.NpyHeader, per_chunk: int, job: Job, settings: Settings
 ) -> list[pipeline.Row]:
     """Filter an (N, ...) .npy a few samples at a time, appending each to the output file.
 
@@ -106,7 +169,6 @@ def _process_npy_chunks(
     """
     operation, output = settings.operation, settings.output
     count = header.shape[0]
-    per_chunk = max(1, settings.chunk_limit // (header.nbytes // count))
     started = time.perf_counter()
     clipped = 0
     shape_out: tuple[int, ...] = ()
@@ -121,16 +183,12 @@ def _process_npy_chunks(
                 chunk, layout=output.layout, max_bytes=output.max_bytes, threads=output.threads
             )
             del chunk
-            if output.out_dtype is not None:
-                result, chunk_clipped = images.to_image_dtype(
-                    result, dtype=output.out_dtype, range_mode=output.range_mode
-                )
-                clipped += chunk_clipped
-            result = np.ascontiguousarray(result)
+            result, chunk_clipped = chunk_output(result, output)
+            clipped += chunk_clipped
             if start == 0:
                 shape_out = (count, *result.shape[1:])
                 dtype_out = str(result.dtype)
-                _write_npy_header(handle, result, shape_out, job, output.max_bytes)
+                handle.write(npy_output_header(result.dtype, shape_out, job, output.max_bytes))
             handle.write(result.data)
     row = pipeline.Row(
         job.source,
@@ -145,30 +203,13 @@ def _process_npy_chunks(
     return [row]
 
 
-def _write_npy_header(
-    handle: BinaryIO, first: Any, shape: tuple[int, ...], job: Job, max_bytes: int
-) -> None:
-    """Write the header of the whole output, refusing it first if it is over ``max_bytes``."""
-    nbytes = shape[0] * (first.nbytes // first.shape[0])
-    if nbytes > max_bytes:
-        raise LimitError(
-            f"{job.source}: output {shape} {first.dtype} needs {nbytes:,} bytes, "
-            f"over --max-bytes {max_bytes:,}"
-        )
-    header = np.lib.format.header_data_from_array_1_0(first)
-    header["shape"] = shape
-    np.lib.format.write_array_header_1_0(handle, header)
-
-
 def _npy_chunks(job: Job, settings: Settings) -> list[pipeline.Row] | None:
     """Process a large (N, ...) .npy in chunks along N, or return None if it is not one."""
-    if job.format != "npy" or job.source == STDIN or format_of(Path(job.source)) != "npy":
+    chunks = chunking(job, settings)
+    if chunks is None:
         return None
-    source = Path(job.source)
-    header = arrays.read_npy_header(source, name=job.source, max_bytes=settings.output.max_bytes)
-    if not _chunked(header, job, settings):
-        return None
-    return _process_npy_chunks(source, header, job, settings)
+    header, per_chunk = chunks
+    return _process_npy_chunks(Path(job.source), header, per_chunk, job, settings)
 
 
 # --------------------------------------------------------------------------- one job
@@ -213,15 +254,20 @@ def process_job(job: Job, settings: Settings) -> list[pipeline.Row]:
     return rows
 
 
-def run_item(index: int, job: Job, settings: Settings) -> ItemResult:
-    """:func:`process_job`, with any failure of this one job turned into its result.
+#: One step of a job: :func:`process_job`, or a part of it run as its own Dask task.
+Step = Callable[[Job, Settings], list[pipeline.Row]]
+
+
+def run_item(index: int, job: Job, settings: Settings, step: Step = process_job) -> ItemResult:
+    """:func:`process_job` (or ``step``), with any failure of this job turned into its result.
 
     KeyboardInterrupt, termination and a closed stdout (BrokenPipe) are not failures of
     the job: they end the run, and propagate. With ``settings.debug`` an unexpected
     exception propagates too, so its traceback can be shown.
     """
     try:
-        return ItemResult(index, job.source, process_job(job, settings))
+        with run_token(settings.run_token):
+            return ItemResult(index, job.source, step(job, settings))
     except OutputAppearedError as error:
         if settings.skip_existing:
             return ItemResult(index, job.source, [], skipped=True)

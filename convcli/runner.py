@@ -1,10 +1,11 @@
 """Running a plan: every job, wherever it runs, and the summary of what came of them.
 
 :class:`Run` is the runner of every conv/pool invocation, a single file's included. It
-runs the plan's jobs in this process or in worker processes (:mod:`convcli.workers`),
-yields each :class:`~convcli.jobs.ItemResult` as it completes (for a progress bar and
-streamed ``--json``) and fills in its :class:`Summary`. Memory does not grow with the
-batch: the rows of the first ``keep_rows`` jobs are kept for the report, the rest counted.
+runs the plan's jobs in this process, in worker processes (:mod:`convcli.workers`) or on a
+Dask cluster (:mod:`convcli.dask_runner`), yields each :class:`~convcli.jobs.ItemResult`
+as it completes (for a progress bar and streamed ``--json``) and fills in its
+:class:`Summary`. Memory does not grow with the batch: the rows of the first ``keep_rows``
+jobs are kept for the report, the rest counted.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ class Summary:
 
 
 class Run:
-    """The jobs of ``plan`` with ``settings`` on ``workers`` processes (1: this process).
+    """The jobs of ``plan`` with ``settings`` on ``workers`` processes (1: this process), or
+    on the Dask cluster at ``scheduler`` (``local``: a LocalCluster); one input runs here.
 
     Iterate over :meth:`results` to run it; :attr:`summary` is complete once the iteration
     ends. Leaving the loop early (an exception, Ctrl-C, SIGTERM) stops the workers and
@@ -59,11 +61,18 @@ class Run:
     """
 
     def __init__(
-        self, plan: Plan, settings: Settings, *, workers: int | None = None, keep_rows: int = 20
+        self,
+        plan: Plan,
+        settings: Settings,
+        *,
+        workers: int | None = None,
+        keep_rows: int = 20,
+        scheduler: str | None = None,
     ) -> None:
         self.plan = plan
         self.settings = settings
         self.workers = 1 if plan.single else worker_count(workers, len(plan.jobs))
+        self.scheduler = None if plan.single else scheduler
         self.keep_rows = keep_rows
         self.summary = Summary(
             skipped=plan.skipped, ignored=plan.ignored, failed=list(plan.failures)
@@ -78,7 +87,9 @@ class Run:
                 remove_stale_temporary_files(Path(folder))
         kept: list[tuple[int, Row]] = []
         failures: list[tuple[int, str, str]] = []
-        results = run_jobs(self.plan.jobs, self.settings, workers=self.workers)
+        results = run_jobs(
+            self.plan.jobs, self.settings, workers=self.workers, scheduler=self.scheduler
+        )
         with closing(results):
             for result in results:
                 if result.error is not None:
@@ -111,13 +122,18 @@ def worker_count(requested: int | None, jobs: int) -> int:
 
 
 def run_jobs(
-    jobs: Sequence[Job], settings: Settings, *, workers: int
+    jobs: Sequence[Job], settings: Settings, *, workers: int, scheduler: str | None = None
 ) -> Generator[ItemResult, None, None]:
     """Run every job; yield each result as it completes (in job order for one worker).
 
     With ``workers`` > 1, jobs run in worker processes (multiprocessing is imported only
-    then). Close the iterator, or let an exception leave the loop over it, to stop them.
+    then); with a ``scheduler``, as tasks on that Dask cluster (Dask is imported only then).
+    Close the iterator, or let an exception leave the loop over it, to stop them.
     """
+    if scheduler is not None:
+        from convcli.dask_runner import run_on_cluster
+
+        return run_on_cluster(jobs, settings, scheduler)
     if workers <= 1:
         return _run_here(jobs, settings)
     from convcli.workers import Pool
