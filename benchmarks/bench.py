@@ -37,7 +37,8 @@ import numpy as np
 import numpy.typing as npt
 
 from convcli import engine
-from convcli.engine import conv2d, max_pool2d
+from convcli.engine.conv import conv2d
+from convcli.engine.pool import max_pool2d
 
 Array = npt.NDArray[Any]
 MiB = 1024**2

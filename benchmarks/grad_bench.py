@@ -45,7 +45,7 @@ import numpy as np
 import numpy.typing as npt
 
 from convcli import avg_pool2d_backward, conv2d_backward, max_pool2d_backward
-from convcli.threads import available_cores
+from convcli.engine.threads import available_cores
 
 Array = npt.NDArray[Any]
 MiB = 1024**2

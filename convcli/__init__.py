@@ -14,17 +14,19 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from convcli.engine import avg_pool2d, conv2d, max_pool2d
+from convcli.engine.conv import conv2d
+from convcli.engine.pool import avg_pool2d, max_pool2d
 from convcli.errors import ConvcliError, InputError, KernelError, LimitError
-from convcli.grad_conv import conv2d_backward, conv_transpose2d
-from convcli.grad_pool import avg_pool2d_backward, max_pool2d_backward
 
 if TYPE_CHECKING:
-    from convcli.compare import Comparison, compare_arrays
-    from convcli.dumps import verify_dump, write_reference
-    from convcli.kernel import Kernel
-    from convcli.kernels import load_kernel
-    from convcli.pairs import compare_paths
+    from convcli.engine.grad_conv import conv2d_backward, conv_transpose2d
+    from convcli.engine.grad_pool import avg_pool2d_backward, max_pool2d_backward
+    from convcli.kernels.files import load_kernel
+    from convcli.kernels.kernel import Kernel
+    from convcli.verify.compare import Comparison, compare_arrays
+    from convcli.verify.dumps import write_reference
+    from convcli.verify.pairs import compare_paths
+    from convcli.verify.replay import verify_dump
 
     __version__: str
 
@@ -52,12 +54,16 @@ __all__ = [
 
 #: Exported names imported on first use, and the module defining each.
 _LAZY = {
-    "Comparison": "convcli.compare",
-    "compare_arrays": "convcli.compare",
-    "compare_paths": "convcli.pairs",
-    "verify_dump": "convcli.dumps",
-    "write_reference": "convcli.dumps",
-    "Kernel": "convcli.kernel",
+    "Comparison": "convcli.verify.compare",
+    "compare_arrays": "convcli.verify.compare",
+    "compare_paths": "convcli.verify.pairs",
+    "verify_dump": "convcli.verify.replay",
+    "write_reference": "convcli.verify.dumps",
+    "Kernel": "convcli.kernels.kernel",
+    "conv2d_backward": "convcli.engine.grad_conv",
+    "conv_transpose2d": "convcli.engine.grad_conv",
+    "max_pool2d_backward": "convcli.engine.grad_pool",
+    "avg_pool2d_backward": "convcli.engine.grad_pool",
     "load_kernel": "convcli.kernels",
 }
 

@@ -1,5 +1,5 @@
 """``python -m convcli`` runs the command line."""
 
-from convcli.cli import main
+from convcli.cli.main import main
 
 main()

@@ -34,7 +34,7 @@ CHUNK_BYTES = 64 * 1024**2
 #: Bytes read from standard input at a time: nothing is allocated for data not yet sent.
 STDIN_PIECE_BYTES: Final = 1024**2
 #: TIFF and .npy inputs larger than this (decoded) whose output is TIFF or .npy are streamed
-#: tile by tile (:mod:`convcli.stream`); smaller ones are faster decoded whole.
+#: tile by tile (:mod:`convcli.batch.stream`); smaller ones are faster decoded whole.
 STREAM_MIN_BYTES: Final = 64 * 1024**2
 #: Side of the output tiles of a streamed image (``--tile``), and of the tiled TIFF written.
 DEFAULT_TILE: Final = 512

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from convcli.images import encode_image
+from convcli.io.images import encode_image
 
 Array = npt.NDArray[Any]
 

@@ -15,8 +15,8 @@ from typing import Any
 from click.testing import CliRunner, Result
 from hypothesis import settings
 
-from convcli.cli import main
-from convcli.fileio import TEMP_PREFIX
+from convcli.cli.main import main
+from convcli.io.fileio import TEMP_PREFIX
 
 settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
 if os.environ.get("CI"):

@@ -19,9 +19,12 @@ import pytest
 from click.testing import Result
 from rich.console import Console
 
-from convcli import jobs as job_path
-from convcli import kernels, limits, pipeline, report, runner, sources
-from convcli.fileio import TEMP_PREFIX
+from convcli import kernels, limits
+from convcli.batch import jobs as job_path
+from convcli.batch import pipeline, runner
+from convcli.cli import report
+from convcli.io import sources
+from convcli.io.fileio import TEMP_PREFIX
 from tests.conftest import ROOT, run, temp_files
 
 RNG = np.random.default_rng(5)

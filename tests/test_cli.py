@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from convcli import avg_pool2d, conv2d, max_pool2d
-from convcli.cli import main
+from convcli.cli.main import main
 from tests.conftest import SEED_IMAGE, SEED_KERNEL, SEED_OUTPUT, assert_clean_error, run
 from tests.reference import conv2d_loop
 
@@ -352,7 +352,10 @@ def test_conv_starts_without_the_modules_it_does_not_need() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split()
     unexpected = {"rich", "tifffile", "imageio", "multiprocessing"}
-    unexpected |= {f"convcli.{name}" for name in ("verify", "dumps", "pairs", "workers", "tiff")}
+    unexpected |= {
+        f"convcli.{name}"
+        for name in ("verify.run", "verify.dumps", "verify.pairs", "batch.workers", "io.tiff")
+    }
     assert "convcli.engine" in loaded and not unexpected & set(loaded)
     import convcli
 
@@ -365,7 +368,7 @@ def test_threads_flag_caps_the_engine_threads(
     """--threads N (or $CONVCLI_THREADS) runs the engine on N threads; os.environ is untouched."""
     import threading
 
-    from convcli import threads
+    from convcli.engine import threads
 
     started: list[str] = []
     start = threading.Thread.start

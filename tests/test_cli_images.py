@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convcli import conv2d, images, max_pool2d
+from convcli import conv2d, max_pool2d
+from convcli.io import images
 from tests.conftest import run
 
 SAMPLES = Path(__file__).parent.parent / "sample_images"

@@ -23,9 +23,9 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from convcli import dask_runner, jobs, pipeline
-from convcli.fileio import temp_prefix
-from convcli.jobs import Job, Settings
+from convcli.batch import dask_runner, jobs, pipeline
+from convcli.batch.jobs import Job, Settings
+from convcli.io.fileio import temp_prefix
 from tests.conftest import (
     SUBPROCESS_TIMEOUT,
     convcli,
@@ -130,8 +130,8 @@ def dask_cluster(folder: Path) -> Iterator[tuple[str, list[subprocess.Popen[byte
             [*dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
              "--scheduler-file", str(scheduler_file)], folder / "scheduler.log",
         )  # fmt: skip
-        wait_until(lambda: scheduler_file.exists() and scheduler_file.read_text(), "scheduler")
-        assert scheduler.poll() is None
+        ready = lambda: scheduler_file.exists() and scheduler_file.read_text()  # noqa: E731
+        wait_until(ready, "scheduler", scheduler)
         address: str = json.loads(scheduler_file.read_text())["address"]
         worker = [*dask, "worker", address, "--nworkers", "1", "--nthreads", "1"]
         worker += ["--no-dashboard", "--no-nanny", "--host", "127.0.0.1"]
@@ -214,8 +214,8 @@ def test_an_input_that_keeps_killing_workers_fails_only_its_item(tmp_path: Path)
     np.save(source / "crash.npy", np.ones((7, 7), np.float32))
     script = (
         "import json, sys\n"
-        "from convcli import pipeline, plan, runner\n"
-        "from convcli.jobs import Settings\n"
+        "from convcli.batch import pipeline, plan, runner\n"
+        "from convcli.batch.jobs import Settings\n"
         "from tests.test_dask import killing\n"
         "jobs = plan.plan_run([sys.argv[1]], sys.argv[2])\n"
         "settings = Settings(killing(sys.argv[2]), pipeline.OutputOptions(format='npy'))\n"

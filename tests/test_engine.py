@@ -540,7 +540,7 @@ def test_dispatcher_picks_the_path_for_the_shape(
 
 def test_rank_one_is_judged_at_the_compute_precision() -> None:
     """A float32-rounded Gaussian is rank 1 to float32 precision only: float64 sums directly."""
-    from convcli.convpaths import rank_one_factors
+    from convcli.engine.paths import rank_one_factors
 
     kernel = gaussian(7, 1.5).astype(np.float32)[None]
     assert rank_one_factors(kernel, np.dtype(np.float32)) is not None
@@ -585,7 +585,7 @@ def test_threads_do_not_change_results() -> None:
 def test_threads_come_from_the_argument_then_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from convcli.threads import available_cores, resolve_threads
+    from convcli.engine.threads import available_cores, resolve_threads
 
     monkeypatch.delenv("CONVCLI_THREADS", raising=False)
     assert resolve_threads(None) == available_cores()
@@ -631,7 +631,7 @@ def test_scratch_memory_is_bounded_whatever_the_batch(
 
 
 def test_worker_threads_run_every_band_and_reraise_a_failure() -> None:
-    from convcli.threads import run_blocks
+    from convcli.engine.threads import run_blocks
 
     seen: list[int] = []
     run_blocks(list(range(50)), seen.append, 3)
@@ -696,7 +696,7 @@ def test_gemm_bands_leave_the_blas_thread_count_as_they_found_it() -> None:
     several conv2d calls overlap on different threads."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from convcli import threads
+    from convcli.engine import threads
 
     control = threads._openblas_control()
     if control is None:

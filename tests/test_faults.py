@@ -20,11 +20,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from convcli import jobs, limits, pipeline, sources
+from convcli import limits
+from convcli.batch import jobs, pipeline
+from convcli.batch.plan import plan_run
+from convcli.batch.runner import Run
 from convcli.errors import ExitCode, InputError
-from convcli.kernels import load_kernel
-from convcli.plan import plan_run
-from convcli.runner import Run
+from convcli.io import sources
+from convcli.kernels.files import load_kernel
 from tests.conftest import (
     ROOT,
     SUBPROCESS_TIMEOUT,
@@ -384,7 +386,7 @@ def test_out_of_memory_in_a_chunked_run_names_the_file_and_the_remedy(
 def test_reading_slices_of_a_shrinking_npy_raises_input_error(tmp_path: Path) -> None:
     path = tmp_path / "x.npy"
     np.save(path, np.zeros((4, 8, 8, 1), np.float32))
-    from convcli.arrays import iter_npy_slices, read_npy_header
+    from convcli.io.arrays import iter_npy_slices, read_npy_header
 
     header = read_npy_header(path, name="x.npy")
     slices = iter_npy_slices(path, header, 1, name="x.npy")

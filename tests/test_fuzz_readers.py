@@ -19,8 +19,9 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from convcli import arrays, kernels, sources
+from convcli import kernels
 from convcli.errors import ConvcliError
+from convcli.io import arrays, sources
 from tests.hostile.make_corpus import CORPUS
 
 EXAMPLES = int(os.environ.get("CONVCLI_FUZZ_EXAMPLES", "200"))

@@ -19,8 +19,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from convcli import conv2d, max_pool2d
-from convcli.cli import main
-from convcli.fileio import TEMP_PREFIX, atomic_write, write_stdout
+from convcli.cli.main import main
+from convcli.io.fileio import TEMP_PREFIX, atomic_write, write_stdout
 from tests.conftest import convcli_command, subprocess_env
 from tests.hostile import make_corpus
 from tests.hostile.cases import CASES, USAGE, Case

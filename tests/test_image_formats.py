@@ -26,10 +26,10 @@ import tifffile
 from PIL import Image as PILImage
 from PIL import ImageOps, TiffImagePlugin, features
 
-from convcli.decoding import Metadata
 from convcli.errors import InputError, LimitError
-from convcli.images import read_header, read_image
-from convcli.tiff import encode_tiff, read_tiff, tiff_page_count
+from convcli.io.decoding import Metadata
+from convcli.io.images import read_header, read_image
+from convcli.io.tiff import encode_tiff, read_tiff, tiff_page_count
 from tests.conftest import convcli, run
 
 Array = npt.NDArray[Any]

@@ -1,4 +1,4 @@
-"""Tests of convcli.images: decoding, encoding, size limits and dtype/range mapping."""
+"""Tests of convcli.io.images: decoding, encoding, size limits and dtype/range mapping."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from PIL import Image as PILImage
 from PIL import features
 
 from convcli.errors import ConvcliError, InputError, LimitError
-from convcli.images import (
+from convcli.io.images import (
     DEFAULT_MAX_PIXELS,
     IMAGE_FORMATS,
     OUT_DTYPES,

@@ -1,4 +1,4 @@
-"""Tests for convcli.kernels and convcli.presets: strict JSON/.npy kernel loading, the presets."""
+"""convcli.kernels and convcli.kernels.presets: strict JSON/.npy kernel loading, the presets."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from convcli.engine import KERNEL_LAYOUTS
+from convcli.engine.args import KERNEL_LAYOUTS
 from convcli.errors import ConvcliError, KernelError, LimitError
-from convcli.kernel import Kernel
-from convcli.kernels import load_kernel, load_npy_kernel, parse_kernel_json
-from convcli.presets import (
+from convcli.kernels.files import load_kernel, load_npy_kernel
+from convcli.kernels.kernel import Kernel
+from convcli.kernels.parse import parse_kernel_json
+from convcli.kernels.presets import (
     EMBOSS,
     PRESETS,
     SCHARR_X,

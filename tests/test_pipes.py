@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convcli import images
+from convcli.io import images
 from tests.conftest import convcli
 
 SAMPLES = Path(__file__).parent.parent / "sample_images"

@@ -12,9 +12,9 @@ import numpy.typing as npt
 import pytest
 from PIL import Image as PILImage
 
-from convcli import png
-from convcli.images import encode_image, read_image
-from convcli.png import adler32_combine, encode_png, filter_rows, paeth_predictor
+from convcli.io import png
+from convcli.io.images import encode_image, read_image
+from convcli.io.png import adler32_combine, encode_png, filter_rows, paeth_predictor
 from tests.test_images import decode_png_by_hand, filter_row, paeth
 
 Array = npt.NDArray[Any]

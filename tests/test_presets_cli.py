@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from convcli import images
-from convcli.cli import main
+from convcli.cli.main import main
+from convcli.io import images
 
 ndimage = pytest.importorskip("scipy.ndimage")
 
@@ -59,7 +59,7 @@ REFERENCES: dict[str, Filter] = {
 
 
 def test_every_preset_has_an_independent_reference() -> None:
-    from convcli.presets import PRESETS
+    from convcli.kernels.presets import PRESETS
 
     assert set(PRESETS) == set(REFERENCES)
 

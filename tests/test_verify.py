@@ -17,18 +17,25 @@ import pytest
 from click.testing import CliRunner, Result
 from rich.console import Console
 
-from convcli import compare as compare_module
-from convcli import verify as verify_module
-from convcli.arrays import encode_npy, encode_npz, read_npz
-from convcli.cli_verify import verify as verify_command
-from convcli.compare import Comparison, compare_arrays, default_tolerances, missing_comparison
-from convcli.dumps import is_reference_dump, read_reference, verify_dump, write_reference
-from convcli.engine import avg_pool2d, conv2d, max_pool2d
+from convcli.cli.report_verify import render_comparisons
+from convcli.cli.verify import verify as verify_command
+from convcli.engine.conv import conv2d
+from convcli.engine.pool import avg_pool2d, max_pool2d
 from convcli.errors import ConvcliError, ExitCode, InputError
-from convcli.images import encode_image, read_image
-from convcli.pairs import compare_paths
-from convcli.report_verify import render_comparisons
-from convcli.verify import comparisons_to_json, diff_heatmap
+from convcli.io.arrays import encode_npy, encode_npz, read_npz
+from convcli.io.images import encode_image, read_image
+from convcli.verify import compare as compare_module
+from convcli.verify import run as verify_module
+from convcli.verify.compare import (
+    Comparison,
+    compare_arrays,
+    default_tolerances,
+    missing_comparison,
+)
+from convcli.verify.dumps import is_reference_dump, read_reference, write_reference
+from convcli.verify.pairs import compare_paths
+from convcli.verify.replay import verify_dump
+from convcli.verify.run import comparisons_to_json, diff_heatmap
 from tests.conftest import SUBPROCESS_TIMEOUT, convcli_command
 
 ROOT = Path(__file__).resolve().parent.parent

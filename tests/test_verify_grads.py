@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from convcli import write_reference
-from convcli.dumps import read_reference, verify_dump_all
 from convcli.errors import ConvcliError, ExitCode, InputError
+from convcli.verify.dumps import read_reference
+from convcli.verify.replay import verify_dump_all
 from tests.conftest import run
 
 GRADIENT_DUMPS = sorted((Path(__file__).parent / "fixtures" / "gradients").glob("*.npz"))

@@ -17,8 +17,9 @@ import warnings
 import atheris
 
 with atheris.instrument_imports():
-    from convcli import arrays, kernels, sources
+    from convcli import kernels
     from convcli.errors import ConvcliError
+    from convcli.io import arrays, sources
 
 MAX_BYTES = 16 * 1024 * 1024
 MAX_PIXELS = 1 << 20

@@ -1,0 +1,1 @@
+"""One job path and where it runs: planning, jobs, the runner, worker processes, Dask."""

@@ -1,0 +1,67 @@
+"""The engine: batch convolution, pooling and their gradients in pure NumPy.
+
+It imports nothing above it: no files, no command line. :mod:`convcli.engine.args` checks
+arguments and holds the shared constants, :mod:`~convcli.engine.conv` and
+:mod:`~convcli.engine.pool` are the forward operations, :mod:`~convcli.engine.gemm` and
+:mod:`~convcli.engine.paths` the ways a convolution is computed, :mod:`~convcli.engine.blocks`
+the padded row blocks every path reads, :mod:`~convcli.engine.threads` the worker threads,
+and :mod:`~convcli.engine.grad_conv` / :mod:`~convcli.engine.grad_pool` the backward passes.
+"""
+
+from convcli.engine.args import (
+    BLOCK_BYTES,
+    CONV_PATHS,
+    KERNEL_LAYOUTS,
+    LAYOUTS,
+    PAD_MODES,
+    POOL_BAND_BYTES,
+    PaddingArg,
+    PairArg,
+    resolve_padding,
+)
+from convcli.engine.conv import (
+    FFT_MIN_TAPS,
+    SEPARABLE_MIN_TAPS,
+    Tuning,
+    applicable_conv_paths,
+    choose_conv_path,
+    conv2d,
+    conv2d_path,
+    tuned,
+    tuning,
+)
+from convcli.engine.grad_conv import ConvGradients, conv2d_backward, conv_transpose2d
+from convcli.engine.grad_pool import avg_pool2d_backward, max_pool2d_backward
+from convcli.engine.pool import avg_pool2d, max_pool2d
+from convcli.engine.threads import THREADS_ENV
+from convcli.limits import DEFAULT_MAX_BYTES
+
+__all__ = [
+    "BLOCK_BYTES",
+    "CONV_PATHS",
+    "DEFAULT_MAX_BYTES",
+    "FFT_MIN_TAPS",
+    "KERNEL_LAYOUTS",
+    "LAYOUTS",
+    "PAD_MODES",
+    "POOL_BAND_BYTES",
+    "SEPARABLE_MIN_TAPS",
+    "THREADS_ENV",
+    "ConvGradients",
+    "PaddingArg",
+    "PairArg",
+    "Tuning",
+    "applicable_conv_paths",
+    "avg_pool2d",
+    "avg_pool2d_backward",
+    "choose_conv_path",
+    "conv2d",
+    "conv2d_backward",
+    "conv2d_path",
+    "conv_transpose2d",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "resolve_padding",
+    "tuned",
+    "tuning",
+]

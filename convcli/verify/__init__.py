@@ -1,0 +1,1 @@
+"""Comparing arrays, images, folders and reference dumps, like h5diff."""
