@@ -29,6 +29,7 @@ This is not a test and is never imported by the test suite: timings gate nothing
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import resource
@@ -45,7 +46,7 @@ import numpy as np
 import numpy.typing as npt
 
 from convcli import avg_pool2d_backward, conv2d_backward, max_pool2d_backward
-from convcli.engine.threads import available_cores
+from convcli.engine.threads import available_cores, single_blas_thread
 
 Array = npt.NDArray[Any]
 MiB = 1024**2
@@ -97,7 +98,10 @@ def conv_workload(
         return torch.autograd.grad(out, targets, grad_t, retain_graph=True)
 
     def ours() -> object:
-        return conv2d_backward(grad, x, w, b, padding=pad, needs=needs, threads=threads)
+        # The same thread count as torch's: with one thread, NumPy's OpenBLAS gets one too
+        # (left alone it starts a thread per core, and loses badly on a busy machine).
+        with single_blas_thread() if threads == 1 else contextlib.nullcontext():
+            return conv2d_backward(grad, x, w, b, padding=pad, needs=needs, threads=threads)
 
     return Workload(key, title, ours, theirs)
 
