@@ -19,8 +19,9 @@ from convcli.engine.pool import avg_pool2d, max_pool2d
 from convcli.errors import ConvcliError, InputError, KernelError, LimitError
 
 if TYPE_CHECKING:
-    from convcli.engine.grad_conv import conv2d_backward, conv_transpose2d
+    from convcli.engine.grad_conv import conv2d_backward
     from convcli.engine.grad_pool import avg_pool2d_backward, max_pool2d_backward
+    from convcli.engine.transpose import conv_transpose2d
     from convcli.kernels.files import load_kernel
     from convcli.kernels.kernel import Kernel
     from convcli.verify.compare import Comparison, compare_arrays
@@ -61,7 +62,7 @@ _LAZY = {
     "write_reference": "convcli.verify.dumps",
     "Kernel": "convcli.kernels.kernel",
     "conv2d_backward": "convcli.engine.grad_conv",
-    "conv_transpose2d": "convcli.engine.grad_conv",
+    "conv_transpose2d": "convcli.engine.transpose",
     "max_pool2d_backward": "convcli.engine.grad_pool",
     "avg_pool2d_backward": "convcli.engine.grad_pool",
     "load_kernel": "convcli.kernels",

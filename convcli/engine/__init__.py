@@ -30,10 +30,11 @@ from convcli.engine.conv import (
     tuned,
     tuning,
 )
-from convcli.engine.grad_conv import ConvGradients, conv2d_backward, conv_transpose2d
+from convcli.engine.grad_conv import ConvGradients, conv2d_backward
 from convcli.engine.grad_pool import avg_pool2d_backward, max_pool2d_backward
 from convcli.engine.pool import avg_pool2d, max_pool2d
 from convcli.engine.threads import THREADS_ENV
+from convcli.engine.transpose import conv_transpose2d
 from convcli.limits import DEFAULT_MAX_BYTES
 
 __all__ = [

@@ -16,8 +16,9 @@ import numpy as np
 import numpy.typing as npt
 
 from convcli import engine
-from convcli.engine.grad_conv import conv2d_backward, conv_transpose2d
+from convcli.engine.grad_conv import conv2d_backward
 from convcli.engine.grad_pool import avg_pool2d_backward, max_pool2d_backward
+from convcli.engine.transpose import conv_transpose2d
 
 Array: TypeAlias = npt.NDArray[Any]
 
