@@ -190,7 +190,11 @@ class Contender:
     output_bytes: int = 0
     seconds: list[float] = field(default_factory=list)
     kib: int = 0
-    failure: str = ""  # "refused/failed (exit N): ...", "timeout (...)"; no further runs
+    #: Set when the first run fails ("refused/failed (exit N): ...", "timeout (...)"): the
+    #: contender is not run again. A later run that fails goes to ``errors`` instead.
+    failure: str = ""
+    errors: list[str] = field(default_factory=list)
+    succeeded: bool = False
 
     @property
     def median(self) -> float | None:
@@ -264,18 +268,25 @@ def run(contender: Contender, env: dict[str, str], *, timed: bool = True) -> Non
     except (IndexError, ValueError):
         contender.failure = f"failed: wrapper said {probe.stderr.strip()[-300:]!r}"
         return
+    error = ""
     if result["code"] == "timeout":
-        contender.failure = f"timeout (killed after {contender.timeout:.0f} s)"
+        error = f"timeout (killed after {contender.timeout:.0f} s)"
     elif result["code"] != 0:
         message = " ".join(result["stderr"].split())[-300:]
-        contender.failure = f"refused/failed (exit {result['code']}): {message}"
-    contender.kib = max(contender.kib, int(result["kib"]))
+        error = f"refused/failed (exit {result['code']}): {message}"
+    if error and not contender.succeeded:
+        contender.failure = error
+    elif error:
+        contender.errors.append(error)  # it worked before: a run that failed, not a refusal
+    contender.succeeded = contender.succeeded or not error
+    if not error:
+        contender.kib = max(contender.kib, int(result["kib"]))
     for path in (contender.output, contender.stdout):
         if path is not None and path.exists():
             contender.output_bytes = path.stat().st_size
             if not contender.keep:
                 path.unlink()
-    if timed and not contender.failure:
+    if timed and not error:
         contender.seconds.append(float(result["seconds"]))
 
 
@@ -560,6 +571,16 @@ def size_text(size: int) -> str:
     return f"{size / 1e6:.1f} MB" if size >= 1e5 else f"{size / 1e3:.1f} kB"
 
 
+def problems(contender: Contender) -> str:
+    """The note for a contender that was refused, or some of whose runs failed ("" if none)."""
+    if contender.failure:
+        return f"{contender.name}: {contender.failure}"
+    if contender.errors:
+        count = len(contender.errors)
+        return f"{contender.name}: {count} run(s) failed (not timed); first: {contender.errors[0]}"
+    return ""
+
+
 def short(failure: str) -> str:
     """The first words of a failure, for a table cell (the whole text goes in the notes)."""
     return failure.split(":", 1)[0]
@@ -579,15 +600,20 @@ def row_goals(row: Row, peak_mib: float | None, time_goals: dict[str, float]) ->
         peer = next((c for c in row.contenders if c.name == peer_name), None)
         text = f"convcli <= {limit:g}x {peer_name}"
         if peer is None or peer.median is None or ours.median is None:
-            why = "not installed" if peer is None else (peer.failure or ours.failure)
+            if peer is None:
+                why = "not installed"
+            else:
+                broken = peer if peer.median is None else ours
+                why = short(broken.failure or "".join(broken.errors[:1])) + f" ({broken.name})"
             row.goals.append(Goal(text, why, None))
             continue
         ratio = ours.median / peer.median
         row.goals.append(Goal(text, f"{ratio:.2f}x", ratio <= limit))
     if peak_mib is not None:
         measured = ours.kib / 1024
-        met = None if ours.failure else measured <= peak_mib
-        row.goals.append(Goal(f"convcli peak RSS <= {peak_mib:g} MiB", f"{measured:.0f} MiB", met))
+        met = None if not ours.succeeded else measured <= peak_mib
+        shown = f"{measured:.0f} MiB" if ours.succeeded else "-"
+        row.goals.append(Goal(f"convcli peak RSS <= {peak_mib:g} MiB", shown, met))
 
 
 def report(rows: list[Row]) -> None:
@@ -597,11 +623,12 @@ def report(rows: list[Row]) -> None:
         for contender in row.contenders:
             median = contender.median
             if median is None:
-                timing.append(
-                    [row.key, contender.name, short(contender.failure) or "-", "-", "-", "-", "-"]
-                )
+                why = short(contender.failure or "".join(contender.errors[:1])) or "-"
+                timing.append([row.key, contender.name, why, "-", "-", "-", "-"])
                 continue
             spread = f"{min(contender.seconds):.2f}-{max(contender.seconds):.2f} s"
+            if contender.errors:
+                spread += f" (n={len(contender.seconds)}; {len(contender.errors)} failed)"
             ratio = (
                 "-" if contender is row.contenders[0] or ours is None else f"{ours / median:.2f}x"
             )
@@ -693,9 +720,7 @@ def benchmark(args: argparse.Namespace, setup: Setup, env: dict[str, str]) -> No
         if row.key == "2" and jpeg and not ours.failure:
             accuracy_lines = accuracy(setup, jpeg, row, env)
     for row in rows:
-        for contender in row.contenders:
-            if contender.failure:
-                row.notes.append(f"{contender.name}: {contender.failure}")
+        row.notes += [problems(c) for c in row.contenders if problems(c)]
     print("\n".join(machine(setup)))
     print(f"{args.rounds} interleaved rounds; medians; convcli: {' '.join(convcli_command())}\n")
     for row in rows:
@@ -767,7 +792,7 @@ def sizes(args: argparse.Namespace, setup: Setup, env: dict[str, str]) -> None:
             contender = found[0]
             median = contender.median
             if median is None:
-                cells += [short(contender.failure), "-", "-"]
+                cells += [short(contender.failure or "".join(contender.errors[:1])), "-", "-"]
                 continue
             cells += [
                 seconds_text(median),
@@ -781,8 +806,8 @@ def sizes(args: argparse.Namespace, setup: Setup, env: dict[str, str]) -> None:
     header += ["in memory: time", "ns/pixel", "peak RSS"]
     print_table(header, table)
     for _, _, contender in contenders:
-        if contender.failure:
-            print(f"{contender.name}: {contender.failure}")
+        if problems(contender):
+            print(problems(contender))
 
 
 def main() -> None:
