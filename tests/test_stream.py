@@ -2,12 +2,15 @@
 
 Tiny tiles are forced (``--tile``, and ``limits.STREAM_MIN_BYTES`` lowered so small files
 stream), so seams and corners fall everywhere: every pad mode, stride, dilation, and max and
-average pooling with padding and ceil mode.
+average pooling with padding and ceil mode. A file too small to stream is computed on the
+same tile grid, so the bytes are the same whether it streams or not, also on the BLAS and
+FFT paths, whose rounding depends on the shape of each product.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +35,14 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tifffile.imwrite(folder / "gray16.tif", RNG.integers(0, 65536, (33, 41), dtype=np.uint16))
     np.save(folder / "a.npy", RNG.standard_normal((37, 29, 2)).astype(np.float32))
     np.save(folder / "b.npy", RNG.standard_normal((1, 23, 31, 1)).astype(np.float64))
+    np.save(folder / "c.npy", RNG.standard_normal((70, 90, 3)).astype(np.float32))
+    tifffile.imwrite(folder / "wide.tif", RNG.integers(0, 256, (70, 90, 3), dtype=np.uint8),
+                     tile=(16, 16), photometric="rgb")  # fmt: skip
+    # a channel-mixing bank (the gemm path) and a large non-separable one (the FFT path)
+    mixing = RNG.standard_normal((2, 5, 5, 3)).round(2)
+    (folder / "mixing.json").write_text(json.dumps({"weights": mixing.tolist()}))
+    large = RNG.standard_normal((9, 9)).round(2)
+    (folder / "large.json").write_text(json.dumps({"weights": large.tolist()}))
     return folder
 
 
@@ -43,8 +54,10 @@ def in_memory_and_streamed(
     monkeypatch: pytest.MonkeyPatch, source: Path, out: Path, args: list[str], tile: int
 ) -> tuple[np.ndarray, np.ndarray, str]:
     monkeypatch.setattr(limits, "STREAM_MIN_BYTES", 1 << 60)
-    whole = run(*args[:1], source, *args[1:], "-o", out.with_stem("whole"), "--json")
+    whole = run(*args[:1], source, *args[1:], "-o", out.with_stem("whole"), "--tile", tile,
+                "--json")  # fmt: skip
     assert whole.exit_code == 0, whole.stderr
+    assert "streamed" not in whole.stdout
     monkeypatch.setattr(limits, "STREAM_MIN_BYTES", 0)
     streamed = run(*args[:1], source, *args[1:], "-o", out, "--tile", tile, "--json")
     assert streamed.exit_code == 0, streamed.stderr
@@ -83,6 +96,49 @@ def test_streamed_convolution_equals_in_memory(
     assert "streamed" in report
     assert streamed.dtype == whole.dtype
     np.testing.assert_array_equal(streamed, whole)
+
+
+#: Kernels whose products go through BLAS or pocketfft: a Gaussian of 13x13 (separable
+#: path), a 5x5 bank that mixes channels (gemm) and a 9x9 random kernel (FFT).
+BLAS_KERNELS = ["gaussian:sigma=2", "mixing.json", "large.json"]
+
+
+@pytest.mark.parametrize("kernel", BLAS_KERNELS)
+@pytest.mark.parametrize("source", ["wide.tif", "c.npy"])
+@pytest.mark.parametrize(("stride", "tile"), [("1", "16"), ("2", "16"), ("1", "32")])
+def test_streamed_blas_and_fft_paths_equal_in_memory_bit_for_bit(
+    inputs: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    source: str,
+    kernel: str,
+    stride: str,
+    tile: str,
+) -> None:
+    suffix = Path(source).suffix
+    reference = inputs / kernel if kernel.endswith(".json") else kernel
+    args = ["conv", "-k", reference, "--stride", stride, "--pad-mode", "reflect"]
+    whole, streamed, report = in_memory_and_streamed(
+        monkeypatch, inputs / source, tmp_path / f"out{suffix}", args, int(tile)
+    )
+    assert "streamed" in report
+    np.testing.assert_array_equal(streamed, whole)
+
+
+def test_the_tile_grid_stays_within_rounding_of_the_whole_array_engine(
+    inputs: Path, tmp_path: Path
+) -> None:
+    """On the grid, each tile is the engine's exact result for its block: the whole
+    array's result differs only by float32 rounding."""
+    import convcli
+
+    out = tmp_path / "out.npy"
+    assert run("conv", inputs / "c.npy", "-k", inputs / "mixing.json", "-o", out,
+               "--tile", 16).exit_code == 0  # fmt: skip
+    weights = np.asarray(json.loads((inputs / "mixing.json").read_text())["weights"])
+    expected = convcli.conv2d(np.load(inputs / "c.npy"), weights.astype(np.float32),
+                              padding="same")  # fmt: skip
+    np.testing.assert_allclose(np.load(out), expected, rtol=1e-5, atol=1e-5)
 
 
 POOL_CASES = list(

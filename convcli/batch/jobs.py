@@ -24,6 +24,7 @@ from convcli import limits
 from convcli.batch import pipeline
 from convcli.batch.process import process
 from convcli.batch.stream import stream_job
+from convcli.batch.tiling import GRID_FORMATS, tile_side
 from convcli.errors import ConvcliError, LimitError
 from convcli.io import arrays, images
 from convcli.io.fileio import (
@@ -247,6 +248,9 @@ def process_job(job: Job, settings: Settings) -> list[pipeline.Row]:
     )
     # stdin to stdout without --format keeps the format the bytes announced
     output = dataclasses.replace(options, format=job.format or source.format)
+    if source.format in GRID_FORMATS and output.format in GRID_FORMATS:
+        # the tile grid of a streamed run: the same bytes whether the file streams or not
+        output = dataclasses.replace(output, tile=tile_side(settings.tile, output.format))
     payload, rows = process(source, settings.operation, output)
     del source
     if job.target == STDOUT:

@@ -192,6 +192,8 @@ class OutputOptions:
     (RGB in [0, 1]) flattens alpha away; ``linear`` filters sRGB images in linear light;
     ``strip`` drops metadata; ``frames`` chooses the frames of multi-frame images.
     ``threads`` is the engine's thread count for one computation (None: every core).
+    ``tile`` puts a convolution on the output tile grid of that side, the one a streamed
+    run uses (:mod:`convcli.batch.tiling`; set for TIFF and .npy in and out), or None.
     """
 
     format: str
@@ -206,6 +208,7 @@ class OutputOptions:
     frames: str | tuple[int, ...] = "all"
     max_bytes: int = DEFAULT_MAX_BYTES
     threads: int | None = None
+    tile: int | None = None
 
 
 @dataclass

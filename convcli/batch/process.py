@@ -27,6 +27,8 @@ from convcli.batch.pipeline import (
     Row,
     naming_errors,
 )
+from convcli.batch.progress import rows_done
+from convcli.batch.tiling import conv_on_grid
 from convcli.engine.args import _pair, resolve_padding
 from convcli.engine.blocks import axis_plan
 from convcli.errors import ConvcliError
@@ -100,6 +102,9 @@ def filter_image(
     so the bands give the whole image's result. ``--range normalize`` needs the whole
     result's range and pooling shrinks the image: those go whole.
     """
+    if isinstance(operation, Convolution) and options.tile is not None:
+        if _gridded(has_alpha, operation, options):
+            return conv_on_grid(pixels, has_alpha, operation, options, options.tile, _filter_whole)
     bands = _bands(pixels, has_alpha, operation, options)
     if bands is None:
         return _filter_whole(pixels, has_alpha, operation, options)
@@ -111,6 +116,7 @@ def filter_image(
             out = np.empty((bands.out_height, *result.shape[1:]), dtype=result.dtype)
         out[first:stop] = result
         clipped += band_clipped
+        rows_done(stop, bands.out_height)
     assert out is not None
     return out, clipped
 
@@ -144,6 +150,14 @@ class _Bands:
             if plan.fill_only:
                 rows[~plan.valid[span]] = 0
             yield first, stop, rows, self.operation
+
+
+def _gridded(has_alpha: bool, operation: Convolution, options: OutputOptions) -> bool:
+    """Whether a convolution goes on the tile grid: what a streamed run would stream."""
+    if options.range_mode == "normalize":
+        return False  # needs the whole result's range
+    # The carried alpha replicates its edge where the colour reads zeros.
+    return not (has_alpha and options.alpha == "pass" and operation.pad_mode in (None, "zeros"))
 
 
 def _bands(
@@ -288,6 +302,26 @@ def _process_array(
         dtype = _image_dtype(array.dtype, options.out_dtype)
         images.check_writable((1, 1, channels), dtype, fmt, name=label)
     started = time.perf_counter()
+    single = array.ndim in (2, 3) or (array.ndim == 4 and array.shape[0] == 1)
+    if (
+        isinstance(operation, Convolution)
+        and options.tile is not None
+        and options.layout == "NHWC"
+        and single
+        and _gridded(False, operation, options)
+    ):  # one image on the tile grid, as a streamed run computes it
+        pixels = array[0] if array.ndim == 4 else array
+        result, clipped = conv_on_grid(
+            pixels, False, operation, options, options.tile, _filter_whole
+        )
+        if array.ndim >= 3 and result.ndim == 2 and fmt not in images.IMAGE_FORMATS:
+            result = result[..., None]  # (H, W, 1) stays 3-D in .npy
+        if array.ndim == 4:
+            result = result[None]
+        seconds = time.perf_counter() - started
+        row = Row(label, array.shape, result.shape, str(array.dtype), str(result.dtype),
+                  operation.describe(), seconds, clipped)  # fmt: skip
+        return result, row
     result = operation.apply(
         array, layout=options.layout, max_bytes=options.max_bytes, threads=options.threads
     )

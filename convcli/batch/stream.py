@@ -19,55 +19,18 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from convcli import limits
-from convcli.batch.pipeline import ARRAY_PAD_MODE, Convolution, OutputOptions, Pooling, Row
+from convcli.batch.pipeline import Convolution, OutputOptions, Pooling, Row
 from convcli.batch.process import _filter_whole
-from convcli.engine.args import _pair, resolve_padding
-from convcli.engine.blocks import AxisPlan, axis_plan
-from convcli.engine.pool import _pool_plans
+from convcli.batch.progress import rows_done
+from convcli.batch.tiling import conv_tiles, geometry, tile_side
+from convcli.engine.blocks import AxisPlan
 from convcli.errors import ConvcliError
 from convcli.io import arrays, images
 from convcli.io.fileio import writing
 from convcli.io.regions import _PLAIN_PHOTOMETRIC, Array, NpyRegions, Regions, TiffRegions, gather
 from convcli.io.sources import format_of
-from convcli.limits import DEFAULT_TILE
 
 # --------------------------------------------------------------------------- tiles
-
-
-@dataclasses.dataclass(frozen=True)
-class _Geometry:
-    out_height: int
-    out_width: int
-    rows: AxisPlan
-    cols: AxisPlan
-    pads: tuple[int, int, int, int]
-
-
-def _geometry(shape: tuple[int, int, int], operation: Convolution | Pooling) -> _Geometry:
-    height, width, channels = shape
-    if isinstance(operation, Convolution):
-        kernel_h, kernel_w = operation.kernel_size
-        stride = _pair(operation.stride, "stride")
-        dilation = _pair(operation.dilation, "dilation")
-        extent = ((kernel_h - 1) * dilation[0] + 1, (kernel_w - 1) * dilation[1] + 1)
-        pads = resolve_padding(operation.padding, (height, width), extent, stride)
-        mode = operation.pad_mode or ARRAY_PAD_MODE
-        out_h = (height + pads[0] + pads[1] - extent[0]) // stride[0] + 1
-        out_w = (width + pads[2] + pads[3] - extent[1]) // stride[1] + 1
-        if min(out_h, out_w) < 1:
-            raise ConvcliError(f"output would be empty: input {height}x{width}")
-        rows = axis_plan(height, pads[0], pads[1], kernel=kernel_h, stride=stride[0],
-                         dilation=dilation[0], out=out_h, mode=mode)  # fmt: skip
-        cols = axis_plan(width, pads[2], pads[3], kernel=kernel_w, stride=stride[1],
-                         dilation=dilation[1], out=out_w, mode=mode)  # fmt: skip
-        return _Geometry(out_h, out_w, rows, cols, pads)
-    shell = np.broadcast_to(np.zeros((), np.float32), (1, height, width, channels))
-    pool_dilation = 1 if operation.op == "avg" else operation.dilation
-    rows, cols, pads = _pool_plans(
-        shell, operation.size, operation.stride, operation.padding, pool_dilation,
-        operation.ceil_mode, 2**62,
-    )  # fmt: skip
-    return _Geometry(rows.out, cols.out, rows, cols, pads)
 
 
 def _pool_tile(
@@ -107,35 +70,27 @@ def _tiles(
     regions: Regions, operation: Convolution | Pooling, options: OutputOptions, tile: int
 ) -> Iterator[tuple[int, int, Array, int]]:
     """(row, column, filtered tile in the output dtype, clipped count), in row-major order."""
-    geometry = _geometry(regions.shape, operation)
-    flat_conv = (
-        dataclasses.replace(operation, padding=(0, 0, 0, 0))
-        if isinstance(operation, Convolution)
-        else None
-    )
-    for r0 in range(0, geometry.out_height, tile):
-        rows = slice(r0, min(r0 + tile, geometry.out_height))
-        for c0 in range(0, geometry.out_width, tile):
-            cols = slice(c0, min(c0 + tile, geometry.out_width))
-            if flat_conv is not None:
-                span_r = geometry.rows.padded_span(rows.start, rows.stop)
-                span_c = geometry.cols.padded_span(cols.start, cols.stop)
-                block = gather(regions, geometry.rows.index[span_r], geometry.cols.index[span_c])
-                if geometry.rows.fill_only:
-                    block[~geometry.rows.valid[span_r]] = 0
-                    block[:, ~geometry.cols.valid[span_c]] = 0
-                tile_op: Convolution | Pooling = flat_conv
-            else:
-                assert isinstance(operation, Pooling)
-                block, tile_op, drop = _pool_tile(regions, (geometry.rows, geometry.cols),
-                                                  (rows, cols), operation)  # fmt: skip
+    if isinstance(operation, Convolution):
+        yield from conv_tiles(
+            lambda rows, cols: gather(regions, rows, cols),
+            regions.shape, regions.has_alpha, operation, options, tile, _filter_whole,
+        )  # fmt: skip
+        return
+    grid = geometry(regions.shape, operation)
+    for r0 in range(0, grid.out_height, tile):
+        rows = slice(r0, min(r0 + tile, grid.out_height))
+        for c0 in range(0, grid.out_width, tile):
+            cols = slice(c0, min(c0 + tile, grid.out_width))
+            block, tile_op, drop = _pool_tile(regions, (grid.rows, grid.cols), (rows, cols),
+                                              operation)  # fmt: skip
             pixels = block[..., 0] if block.shape[2] == 1 else block
             result, clipped = _filter_whole(pixels, regions.has_alpha, tile_op, options)
-            if flat_conv is None:
-                result = result[drop[0] :, drop[1] :]
+            result = result[drop[0] :, drop[1] :]
             expected = (rows.stop - rows.start, cols.stop - cols.start)
             if result.shape[:2] != expected:
                 raise ConvcliError(f"tile {r0},{c0}: {result.shape[:2]} instead of {expected}")
+            if cols.stop == grid.out_width:  # before the yield: the writer may stop at the last
+                rows_done(rows.stop, grid.out_height)
             yield r0, c0, result, clipped
 
 
@@ -219,11 +174,9 @@ def stream_job(
             if isinstance(operation, Convolution) and operation.pad_mode in (None, "zeros"):
                 return None  # see process._bands: the carried alpha replicates its edge
         operation = operation.for_input(image=image)
-        size = tile or DEFAULT_TILE
-        if out_format == "tiff":  # TIFF tiles are multiples of 16 pixels a side
-            size = max(16, -(-size // 16) * 16)
+        size = tile_side(tile, out_format)
         if isinstance(regions, TiffRegions):
-            rows_plan = _geometry(regions.shape, operation).rows
+            rows_plan = geometry(regions.shape, operation).rows
             regions.fit_cache(rows_plan.extent + (size - 1) * rows_plan.stride)
         _check_working_set(regions, operation, size, options.max_bytes, source)
         started = time.perf_counter()
@@ -246,9 +199,9 @@ def _input_rank(source: str, fmt: str, regions: Regions) -> int:
 def _check_working_set(
     regions: Regions, operation: Convolution | Pooling, tile: int, max_bytes: int, name: str
 ) -> None:
-    geometry = _geometry(regions.shape, operation)
-    halo_rows = geometry.rows.extent + (tile - 1) * geometry.rows.stride
-    halo_cols = geometry.cols.extent + (tile - 1) * geometry.cols.stride
+    grid = geometry(regions.shape, operation)
+    halo_rows = grid.rows.extent + (tile - 1) * grid.rows.stride
+    halo_cols = grid.cols.extent + (tile - 1) * grid.cols.stride
     channels = regions.shape[2]
     working = halo_rows * halo_cols * channels * 8 * 3 + limits.TILE_CACHE_BYTES
     if working > max_bytes:
@@ -269,12 +222,12 @@ def _write(
     rank: int,
 ) -> Row:
     """Compute every tile and write it; the report row (name and time filled by the caller)."""
-    geometry = _geometry(regions.shape, operation)
+    grid = geometry(regions.shape, operation)
     tiles = _tiles(regions, operation, options, tile)
     first = next(tiles)
     channels = first[2].shape[2] if first[2].ndim == 3 else 1
     dtype = first[2].dtype
-    shape2 = (geometry.out_height, geometry.out_width)
+    shape2 = (grid.out_height, grid.out_width)
     clipped = [0]
 
     def all_tiles() -> Iterator[tuple[int, int, Array, int]]:
