@@ -241,3 +241,32 @@ def _corner_in_memory(tmp_path: Path, side: int) -> Any:
     result = run("conv", tmp_path / "crop.tif", "-k", "sharpen", "-o", tmp_path / "c.tif")
     assert result.exit_code == 0
     return tifffile.imread(tmp_path / "c.tif")[-40:, -40:]
+
+
+@pytest.mark.parametrize("strip", [False, True])
+@pytest.mark.parametrize("streamed", [True, False])
+def test_tiff_to_tiff_keeps_icc_xmp_resolution_and_camera_tags_streamed_or_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, strip: bool, streamed: bool
+) -> None:
+    icc = b"\x00\x00\x02\x0cfake-icc-profile" + bytes(500)
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF/></x:xmpmeta>'
+    source = tmp_path / "in.tif"
+    tags = [(700, 1, len(xmp), xmp, True), (271, 2, 0, "Canon", True)]
+    tifffile.imwrite(source, RNG.integers(0, 256, (40, 50, 3), dtype=np.uint8), tile=(16, 16),
+                     photometric="rgb", iccprofile=icc, resolution=(300, 300),
+                     resolutionunit="INCH", metadata=None, extratags=tags)  # fmt: skip
+    monkeypatch.setattr(limits, "STREAM_MIN_BYTES", 0 if streamed else 1 << 60)
+    out = tmp_path / "out.tif"
+    result = run("conv", source, "-k", "sharpen", "-o", out, "--tile", 16, "--json",
+                 *["--strip"] * strip)  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert ("streamed" in result.stdout) is streamed
+    with tifffile.TiffFile(out) as tif:
+        tags = tif.pages.first.tags
+        if strip:
+            assert not {"InterColorProfile", "XMP", "Make"} & {tag.name for tag in tags}
+            return
+        assert tags["InterColorProfile"].value == icc
+        assert bytes(tags["XMP"].value) == xmp
+        assert tags["Make"].value == "Canon"
+        assert tags["XResolution"].value == (300, 1)

@@ -26,9 +26,12 @@ from convcli.batch.tiling import conv_tiles, geometry, tile_side
 from convcli.engine.blocks import AxisPlan
 from convcli.errors import ConvcliError
 from convcli.io import arrays, images
+from convcli.io.decoding import Metadata
 from convcli.io.fileio import writing
+from convcli.io.image_meta import tiff_tags
 from convcli.io.regions import _PLAIN_PHOTOMETRIC, Array, NpyRegions, Regions, TiffRegions, gather
 from convcli.io.sources import format_of
+from convcli.io.tiff_meta import tiff_metadata
 
 # --------------------------------------------------------------------------- tiles
 
@@ -181,12 +184,23 @@ def stream_job(
         _check_working_set(regions, operation, size, options.max_bytes, source)
         started = time.perf_counter()
         rank = _input_rank(source, fmt, regions)
-        rows = _write(regions, operation, options, size, Path(target), out_format, replace, rank)
+        keep = fmt == "tiff" and out_format == "tiff" and not options.strip
+        metadata = _tiff_source_metadata(Path(source)) if keep else Metadata()
+        rows = _write(regions, operation, options, size, Path(target), out_format, replace, rank,
+                      metadata)  # fmt: skip
         rows.seconds = time.perf_counter() - started
         rows.name = source
         return [rows]
     finally:
         regions.close()
+
+
+def _tiff_source_metadata(source: Path) -> Metadata:
+    """The ICC profile, EXIF, XMP and resolution of a TIFF's first page, for its output."""
+    import tifffile
+
+    with source.open("rb") as handle, tifffile.TiffFile(handle) as tif:
+        return tiff_metadata(tif.pages.first, handle, byteorder=tif.byteorder)
 
 
 def _input_rank(source: str, fmt: str, regions: Regions) -> int:
@@ -220,6 +234,7 @@ def _write(
     out_format: str,
     replace: bool,
     rank: int,
+    metadata: Metadata,
 ) -> Row:
     """Compute every tile and write it; the report row (name and time filled by the caller)."""
     grid = geometry(regions.shape, operation)
@@ -237,7 +252,8 @@ def _write(
     with writing(target, replace=replace) as handle:
         if out_format == "tiff":
             alpha = regions.has_alpha and options.background is None
-            _write_tiff(handle, all_tiles(), shape2, channels, dtype, tile, clipped, alpha)
+            _write_tiff(handle, all_tiles(), shape2, channels, dtype, tile, clipped, alpha,
+                        metadata)  # fmt: skip
         else:
             _write_npy(handle, all_tiles(), shape2, channels, dtype, rank, clipped)
     out_shape: tuple[int, ...] = (*shape2, channels) if channels > 1 or rank >= 3 else shape2
@@ -261,8 +277,11 @@ def _write_tiff(
     tile: int,
     clipped: list[int],
     has_alpha: bool,
+    metadata: Metadata,
 ) -> None:
-    """A tiled, deflated BigTIFF, written from the tile iterator (tifffile pads edge tiles)."""
+    """A tiled, deflated BigTIFF, written from the tile iterator (tifffile pads edge tiles),
+    with the source's ICC profile, XMP, resolution and main EXIF fields as the in-memory
+    writer keeps them."""
     import tifffile
 
     def padded() -> Iterator[Array]:
@@ -284,6 +303,7 @@ def _write_tiff(
         options["predictor"] = "horizontal"
     if channels in (2, 4):
         options["extrasamples"] = ("unassalpha",) if has_alpha else ("unspecified",)
+    options.update(tiff_tags(metadata))
     full_shape = (*shape, channels) if channels > 1 else shape
     with tifffile.TiffWriter(handle, bigtiff=True) as writer:
         writer.write(padded(), shape=full_shape, dtype=dtype, **options)

@@ -18,6 +18,7 @@ __all__ = ["is_subsidiary", "main_pages", "tiff_metadata", "tiff_orientation"]
 _ORIENTATION, _XMP, _EXIF_IFD, _GPS_IFD, _ICC = 274, 700, 34665, 34853, 34675
 _X_RESOLUTION, _Y_RESOLUTION, _RESOLUTION_UNIT = 282, 283, 296
 _INCH, _CENTIMETRE = 2, 3
+_SOFTWARE = 305
 #: Baseline tags of a TIFF's first IFD that belong in an EXIF block's IFD0 (JPEG's holds
 #: them there): ImageDescription, Make, Model, Software, DateTime, Artist, Copyright.
 _EXIF_IFD0_TAGS: Final = (270, 271, 272, 305, 306, 315, 33432)
@@ -76,7 +77,7 @@ def tiff_metadata(page: Any, handle: IO[bytes], *, byteorder: str) -> Metadata:
         dpi = (dpi[1], dpi[0])  # the resolution follows the axes the pixels are turned to
     return Metadata(
         icc=_as_bytes(tags.valueof(_ICC)),
-        exif=_exif(page, handle, byteorder) if _EXIF_IFD in tags else None,
+        exif=_exif(page, handle, byteorder),
         xmp=_as_bytes(tags.valueof(_XMP)),
         dpi=dpi,
     )
@@ -128,25 +129,32 @@ def _exif(page: Any, handle: IO[bytes], byteorder: str) -> bytes | None:
 
     tifffile parses the EXIF IFD into names and values; Pillow's TIFF directory reader keeps
     the tag numbers and types that writing an EXIF block needs, so it reads the IFDs again
-    from the file at the offsets the page's tags hold.
+    from the file at the offsets the page's tags hold. A page with no EXIF IFD but with
+    description, camera, date or author tags of its own gets a block of those alone; one
+    with neither gets None.
     """
+    own = {tag: page.tags.valueof(tag) for tag in _EXIF_IFD0_TAGS}
+    own = {tag: value for tag, value in own.items() if isinstance(value, str) and value}
+    if _EXIF_IFD not in page.tags and not set(own) - {_SOFTWARE}:
+        return None  # (every writer names itself in Software: that alone is no metadata)
     from PIL import Image as PILImage
 
     try:
         handle.seek(0)
         header = handle.read(8)
-        exif_ifd = _ifd(header, handle, _ifd_offset(page, _EXIF_IFD, header, handle))
-        if exif_ifd is None:
-            return None
-        exif_ifd.pop(0xA005, None)  # the Interoperability IFD pointer: it would dangle
+        exif_ifd = None
+        if _EXIF_IFD in page.tags:
+            exif_ifd = _ifd(header, handle, _ifd_offset(page, _EXIF_IFD, header, handle))
+            if exif_ifd is None:
+                return None
+            exif_ifd.pop(0xA005, None)  # the Interoperability IFD pointer: it would dangle
         block = PILImage.Exif()
         block.endian = byteorder
-        for tag in _EXIF_IFD0_TAGS:
-            value = page.tags.valueof(tag)
-            if isinstance(value, str) and value:
-                block[tag] = value
+        for tag, value in own.items():
+            block[tag] = value
         block[_ORIENTATION] = 1
-        block.get_ifd(_EXIF_IFD).update(exif_ifd)
+        if exif_ifd is not None:
+            block.get_ifd(_EXIF_IFD).update(exif_ifd)
         if _GPS_IFD in page.tags:
             gps = _ifd(header, handle, _ifd_offset(page, _GPS_IFD, header, handle))
             if gps:
