@@ -72,6 +72,8 @@ def conv_cases(draw: st.DrawFn) -> dict[str, Any]:
             "HWIO": ohwi.transpose(1, 2, 3, 0),
         }[kernel_layout]
         out_channels = filters
+    if draw(st.booleans()):  # zero taps, as in a sharpen (skipped on integer inputs)
+        weights = np.where(rng.random(weights.shape) < 0.5, 0.0, weights)
     bias = draw(st.sampled_from([None, "scalar", "vector"]))
     return {
         "x": to_layout(x, layout) if rank > 2 else x,

@@ -23,7 +23,7 @@ from convcli.engine.paths import (
     conv_depthwise,
     conv_gemm,
 )
-from convcli.engine.threads import run_blocks
+from convcli.engine.threads import run_blocks, single_blas_thread
 
 # --------------------------------------------------------------------------- separable
 
@@ -43,10 +43,9 @@ def conv_separable(geometry: ConvGeometry, result: Array, block_bytes: int, thre
 
     The width pass multiplies tiles of SEPARABLE_TILE outputs by one small Toeplitz matrix
     (a stacked product over strided views, no copy); the height pass multiplies a band's
-    rows by a (band rows x padded band rows) Toeplitz matrix. Both are BLAS products, which
-    thread themselves.
+    rows by a (band rows x padded band rows) Toeplitz matrix. Both are BLAS products, too
+    small for OpenBLAS to thread: the bands go on ``threads`` Python threads instead.
     """
-    del threads
     factors = geometry.rank_one
     if factors is None:
         raise RuntimeError("conv_separable needs a depthwise bank of rank-1 kernels")
@@ -67,7 +66,8 @@ def conv_separable(geometry: ConvGeometry, result: Array, block_bytes: int, thre
     down = _toeplitz(column_vectors, band_rows, rows.stride, rows.dilation).transpose(0, 2, 1)
     direct = TapLoop(geometry)
 
-    for images, first, stop in tasks:
+    def band(task: tuple[slice, int, int]) -> None:
+        images, first, stop = task
         block = padded_block(
             geometry.batch,
             images,
@@ -80,7 +80,7 @@ def conv_separable(geometry: ConvGeometry, result: Array, block_bytes: int, thre
         )
         if not all_finite(geometry, block):
             direct(block, result[images, first:stop])
-            continue
+            return
         count, span_h = block.shape[:2]
         planar = np.ascontiguousarray(block.transpose(0, 3, 1, 2))  # (n, C, span_h, width)
         s_n, s_c, s_h, s_w = planar.strides
@@ -96,6 +96,16 @@ def conv_separable(geometry: ConvGeometry, result: Array, block_bytes: int, thre
         height = stop - first
         vertical = np.matmul(down[None, :, :height, :span_h], flat)  # (n, C, rows, tiles*tile)
         result[images, first:stop] = vertical[..., : cols.out].transpose(0, 2, 3, 1)
+
+    if 2 <= min(threads, len(tasks)):
+        # Bands on Python threads, one BLAS thread each: these products are too small for
+        # OpenBLAS to spread over cores itself.
+        with single_blas_thread() as single:
+            if single:
+                run_blocks(tasks, band, threads)
+                return
+    for task in tasks:
+        band(task)
 
 
 # --------------------------------------------------------------------------- fft

@@ -276,8 +276,9 @@ class TapLoop:
     With stride 1 along the width, a band is viewed as rows of W*C numbers; a tap's factor
     is then a scalar (one filter for every channel) or its C weights tiled to that length,
     so NumPy's inner loop runs over a whole row instead of over C (broadcasting a (C,)
-    vector measured 4-5x slower). Every tap is applied, zero weights included, so NaN and
-    infinity propagate exactly as in the direct sum.
+    vector measured 4-5x slower). On float inputs every tap is applied, zero weights
+    included, so NaN and infinity propagate exactly as in the direct sum; an integer input
+    holds neither, and its all-zero taps (four of a 3x3 sharpen's nine) are skipped.
     """
 
     def __init__(self, geometry: ConvGeometry) -> None:
@@ -292,8 +293,13 @@ class TapLoop:
         )
         #: (row offset, column offset, factor for flat rows, factor for (W, C) windows)
         self.taps: list[tuple[int, int, Array | Any, Array | Any]] = []
+        finite_input = geometry.batch.dtype.kind in "iub"
+        zero = ~weights.any(axis=0)  # (kh, kw): taps whose weight is 0 for every channel
+        skip = finite_input and not zero.all()
         for a in range(kernel_h):
             for b in range(kernel_w):
+                if skip and zero[a, b]:
+                    continue  # x * 0 adds nothing to a finite sum
                 vector = np.ascontiguousarray(weights[:, a, b])
                 flat_factor: Array | Any = vector[0] if shared else vector
                 if self.flat and not shared:
