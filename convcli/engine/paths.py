@@ -294,7 +294,7 @@ class TapLoop:
         #: (row offset, column offset, factor for flat rows, factor for (W, C) windows)
         self.taps: list[tuple[int, int, Array | Any, Array | Any]] = []
         finite_input = geometry.batch.dtype.kind in "iub"
-        zero = ~weights.any(axis=0)  # (kh, kw): taps whose weight is 0 for every channel
+        zero: Array = ~np.any(weights, axis=0)  # (kh, kw): taps 0 for every channel
         skip = finite_input and not zero.all()
         for a in range(kernel_h):
             for b in range(kernel_w):
