@@ -78,6 +78,8 @@ def to_image_dtype(result: Array, *, dtype: str, range_mode: str = "clip") -> tu
 
         def count_nonfinite(index: int) -> None:
             block = flat[starts[index] : starts[index] + _CHUNK]
+            if np.isfinite(np.add.reduce(block, dtype=np.float64)):
+                return  # a finite sum has no NaN or infinity in it (one pass, no temporary)
             nonfinite[index] = block.size - int(np.count_nonzero(np.isfinite(block)))
 
         run_blocks(range(len(starts)), count_nonfinite, workers)
@@ -104,7 +106,18 @@ def to_image_dtype(result: Array, *, dtype: str, range_mode: str = "clip") -> tu
 
     def convert(index: int) -> None:
         start = starts[index]
-        work: npt.NDArray[np.floating[Any]] = flat[start : start + _CHUNK].astype(work_dtype)
+        chunk = flat[start : start + _CHUNK]
+        if dtype != "float32" and range_mode == "clip" and chunk.dtype == work_dtype:
+            # the common case in one rounding pass into scratch; the range is checked with
+            # two reductions, and the clip and its counts are needed only past it
+            work_clip = np.rint(chunk)
+            if chunk.size and (work_clip.min() < 0 or work_clip.max() > top):
+                low_count = int(np.count_nonzero(work_clip < 0))
+                clipped[index] = low_count + int(np.count_nonzero(work_clip > top))
+                np.clip(work_clip, 0.0, top, out=work_clip)
+            out[start : start + _CHUNK] = work_clip
+            return
+        work: npt.NDArray[np.floating[Any]] = chunk.astype(work_dtype)
         if range_mode == "abs":
             np.abs(work, out=work)
         elif range_mode == "normalize":
