@@ -23,7 +23,6 @@ import numpy as np
 from convcli import limits
 from convcli.batch import pipeline
 from convcli.batch.process import process
-from convcli.batch.stream import stream_job
 from convcli.batch.tiling import GRID_FORMATS, tile_side
 from convcli.errors import ConvcliError, LimitError
 from convcli.io import arrays, images
@@ -227,7 +226,17 @@ def process_job(job: Job, settings: Settings) -> list[pipeline.Row]:
         OutputAppearedError: the output appeared after planning and ``overwrite`` is off.
     """
     rows = _npy_chunks(job, settings)
-    if rows is None and job.source != STDIN and job.target != STDOUT:
+    if (
+        rows is None
+        and job.source != STDIN
+        and job.target != STDOUT
+        and format_of(Path(job.source)) in GRID_FORMATS
+        and job.format in GRID_FORMATS
+    ):
+        # Imported here: stream_job streams only these formats (it returns None for any
+        # other pair), so a PNG or JPEG job does not load the streaming modules.
+        from convcli.batch.stream import stream_job
+
         rows = stream_job(
             job.source,
             job.target,

@@ -1,7 +1,8 @@
 """Rich tables on stderr for conv and pool: the only place the filtering commands touch rich.
 
 rich is imported by the functions that draw, not with this module: a run with ``-q`` or
-``--json`` never draws, and importing rich takes about 20 ms.
+``--json`` never draws, and importing rich takes about 40 ms. The ordinary rows table of a
+run is drawn without rich by :mod:`convcli.cli.report_plain`, character for character.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from convcli.batch.pipeline import Row
 from convcli.batch.runner import Summary
+from convcli.cli.report_plain import row_cells
 from convcli.errors import one_line
 
 if TYPE_CHECKING:
@@ -102,18 +104,8 @@ def rows_table(rows: Sequence[Row], title: str | None = None, *, more: int = 0) 
     if clipped:
         table.add_column("clipped", justify="right")
     for row in rows:
-        dtype = (
-            row.dtype_in if row.dtype_in == row.dtype_out else f"{row.dtype_in} -> {row.dtype_out}"
-        )
-        cells: list[str | Text] = [
-            inert(row.name),
-            f"{shape_text(row.shape_in)} -> {shape_text(row.shape_out)}",
-            dtype,
-            row.operation,
-            f"{row.seconds * 1000:.1f} ms",
-        ]
-        if clipped:
-            cells.append(f"{row.clipped:,}")
+        _, *others = row_cells(row, clipped)  # the cells report_plain draws without rich
+        cells: list[str | Text] = [inert(row.name), *others]
         table.add_row(*cells)
     return table
 
@@ -166,10 +158,63 @@ def progress(total: int, *, console: Console | None, enabled: bool) -> Iterator[
     if not enabled or console is None:
         yield lambda: None
         return
+    from rich.progress import Progress
+
+    with Progress(*_columns("items"), console=console, transient=True) as bar:
+        task = bar.add_task("processing", total=total)
+        yield lambda: bar.advance(task)
+
+
+#: Seconds one image must have been computing before its bar appears: a quick one shows none.
+ROW_PROGRESS_DELAY = 0.5
+
+
+@contextmanager
+def row_progress(
+    name: str, *, console: Console | None, enabled: bool, delay: float | None = None
+) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar for one long image: output rows done/total, rows/s, elapsed, ETA.
+
+    Yields the listener for :func:`convcli.batch.progress.reporting`, called with (rows
+    done, rows in all). The bar appears once the image has taken ``delay`` seconds and is
+    not done (default ROW_PROGRESS_DELAY), and is removed at the end; nothing is drawn
+    unless ``enabled``. Without a ``console`` one on stderr is made when the bar first
+    draws, so a quick image never imports rich.
+    """
+    if not enabled:
+        yield lambda done, total: None
+        return
+    import time
+
+    wait = ROW_PROGRESS_DELAY if delay is None else delay
+    started = time.monotonic()
+    shown: list[tuple[Any, Any]] = []  # (rich Progress, its task), once drawn
+
+    def listen(done: int, total: int) -> None:
+        if not shown:
+            if done >= total or time.monotonic() - started < wait:
+                return
+            from rich.progress import Progress
+
+            drawn_on = console if console is not None else stderr_console()
+            bar = Progress(*_columns("rows"), console=drawn_on, transient=True)
+            bar.start()
+            shown.append((bar, bar.add_task(name, total=total)))
+        bar, task = shown[0]
+        bar.update(task, completed=done, total=total)
+
+    try:
+        yield listen
+    finally:
+        if shown:
+            shown[0][0].stop()
+
+
+def _columns(unit: str) -> tuple[Any, ...]:
+    """The bar's columns: what, bar, done/total, rate in ``unit``/s, elapsed, ETA."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
-        Progress,
         ProgressColumn,
         Task,
         TextColumn,
@@ -179,14 +224,14 @@ def progress(total: int, *, console: Console | None, enabled: bool) -> Iterator[
     from rich.text import Text
 
     class RateColumn(ProgressColumn):
-        """Items per second, once rich has seen enough to estimate it."""
+        """Units per second, once rich has seen enough to estimate it."""
 
         def render(self, task: Task) -> Text:
             speed = task.finished_speed or task.speed
-            text = "" if speed is None else f"{speed:,.1f} items/s"
+            text = "" if speed is None else f"{speed:,.1f} {unit}/s"
             return Text(text, style="progress.data.speed")
 
-    columns = (
+    return (
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -195,6 +240,3 @@ def progress(total: int, *, console: Console | None, enabled: bool) -> Iterator[
         TextColumn("eta"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task("processing", total=total)
-        yield lambda: bar.advance(task)

@@ -8,20 +8,20 @@ summary. The shared flags are :mod:`convcli.cli.options`.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
 from convcli import engine, kernels
-from convcli.batch import pipeline
+from convcli.batch import pipeline, progress
 from convcli.batch.plan import plan_run
 from convcli.batch.runner import Run, Summary
-from convcli.cli import report
+from convcli.cli import report, report_plain
 from convcli.cli.options import RunOptions, _alpha_mode, _checked, output_options
 from convcli.cli.params import PADDING, PAIR
 from convcli.errors import ConvcliError, ExitCode, one_line
@@ -52,12 +52,16 @@ class _JsonItems:
         self.count = 0
 
     def add(self, rows: Sequence[pipeline.Row]) -> None:
+        import json  # --json only: a run with tables has no use for it
+
         for row in rows:
             opening = ",\n" if self.count else '{\n  "items": [\n'
             _echo(opening + textwrap.indent(json.dumps(_row_json(row), indent=2), "    "))
             self.count += 1
 
     def finish(self, summary: dict[str, Any]) -> None:
+        import json
+
         opening = "\n  ],\n" if self.count else '{\n  "items": [],\n'
         closing_ = textwrap.indent(json.dumps(summary, indent=2), "  ").lstrip()
         _echo(f'{opening}  "summary": {closing_}\n}}\n')
@@ -77,13 +81,24 @@ def _render(summary: Summary, single: bool, options: RunOptions) -> None:
             named = reason if reason.startswith(source) else f"{source}: {reason}"
             click.echo(f"Error: {one_line(named)}", err=True)
         return
-    console = report.stderr_console()
-    if summary.rows:
-        console.print(report.rows_table(summary.rows, more=summary.rows_not_kept))
-    if not single or summary.skipped:
-        console.print(report.summary_table(summary))
-    if summary.failed:
-        console.print(report.failures_table(summary.failed))
+    plain = report_plain.plain_rows_table(
+        summary.rows, more=summary.rows_not_kept, stream=sys.stderr
+    )  # the ordinary table without importing rich, exactly as rich draws it
+    if plain is not None:
+        report_plain.write_plain(plain, sys.stderr)
+    rich_rows = plain is None and bool(summary.rows)
+    if rich_rows or not single or summary.skipped or summary.failed:
+        console = report.stderr_console()
+        if rich_rows:
+            console.print(report.rows_table(summary.rows, more=summary.rows_not_kept))
+        if not single or summary.skipped:
+            console.print(report.summary_table(summary))
+        if summary.failed:
+            console.print(report.failures_table(summary.failed))
+
+
+def _stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()
 
 
 def _run(options: RunOptions, operation: pipeline.Operation) -> None:
@@ -102,9 +117,20 @@ def _run(options: RunOptions, operation: pipeline.Operation) -> None:
     settings = options.settings(operation, debug=debug)
     run = Run(plan, settings, workers=options.jobs, scheduler=options.scheduler)
     json_items = _JsonItems() if options.as_json else None
-    wants_progress = not (plan.single or options.quiet or json_items) and sys.stderr.isatty()
-    console = report.stderr_console() if wants_progress else None  # rich only when drawing
-    with report.progress(len(plan.jobs), console=console, enabled=wants_progress) as advance:
+    wants_progress = not (options.quiet or json_items) and _stderr_is_terminal()
+    # rich only when drawing: a batch's bar draws at once, one image's only once it is slow
+    batch_bar = wants_progress and not plan.single
+    console = report.stderr_console() if batch_bar else None
+    with contextlib.ExitStack() as bars:
+        advance: Callable[[], None] = lambda: None  # noqa: E731
+        if plan.single and wants_progress:  # one image: its rows, once it takes a while
+            name = plan.jobs[0].source if plan.jobs else ""
+            rows = report.row_progress(name, console=None, enabled=True)
+            bars.enter_context(progress.reporting(bars.enter_context(rows)))
+        elif not plan.single:
+            advance = bars.enter_context(
+                report.progress(len(plan.jobs), console=console, enabled=wants_progress)
+            )
         for result in run.results():
             advance()
             if plan.single and result.error is not None:

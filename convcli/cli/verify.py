@@ -10,7 +10,6 @@ top-level group to report as one ``Error:`` line with exit status 2.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,13 +20,13 @@ from convcli.errors import ConvcliError, ExitCode
 from convcli.io.fileio import atomic_write, check_output_path
 from convcli.io.images import encode_image
 from convcli.limits import DEFAULT_MAX_PIXELS
-from convcli.verify.compare import EXPECTED_LAYOUTS
+from convcli.verify import EXPECTED_LAYOUTS
 
 if TYPE_CHECKING:
     from convcli.verify.run import HeatMap
 
-# rich, the report and the verify library are imported when the command runs, not when
-# the command line starts: conv and pool need none of them.
+# rich, json, the report and the verify library are imported when the command runs, not
+# when the command line starts: conv and pool need none of them.
 
 __all__ = ["verify"]
 
@@ -132,6 +131,8 @@ def verify(
     max_pixels: int,
 ) -> None:
     """The ``verify`` command (help text in :data:`HELP`)."""
+    import json
+
     from convcli.cli.report import stderr_console, stdout_console
     from convcli.cli.report_verify import heatmap_note, render_comparisons
     from convcli.verify.run import comparisons_to_json

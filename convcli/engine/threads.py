@@ -13,11 +13,9 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import ctypes
-import glob
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from convcli.errors import ConvcliError
@@ -67,6 +65,9 @@ def run_blocks(tasks: Sequence[Task], work: Callable[[Task], None], threads: int
         for task in tasks:
             work(task)
         return
+    # Imported here: a small image's one band, the usual command-line case, needs no pool.
+    from concurrent.futures import ThreadPoolExecutor
+
     pending = iter(tasks)
     lock = threading.Lock()
     failed = threading.Event()
@@ -115,6 +116,8 @@ def _openblas_control() -> tuple[Any, Any] | None:
     """NumPy's OpenBLAS (get, set) thread-count functions, or None (another BLAS, no wheel)."""
     if _blas_control:
         return _blas_control[0]
+    import glob
+
     import numpy
 
     found: tuple[Any, Any] | None = None

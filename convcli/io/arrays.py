@@ -10,12 +10,11 @@ import io
 import struct
 import tokenize
 import unicodedata
-import zipfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -27,6 +26,9 @@ from convcli.limits import (
     MAX_NPY_HEADER_BYTES,
     MAX_NPZ_MEMBERS,
 )
+
+if TYPE_CHECKING:
+    import zipfile
 
 Array = npt.NDArray[Any]
 
@@ -46,11 +48,9 @@ HEADER_ERRORS = (
 )
 
 
-#: What zipfile raises on a corrupt archive: its own errors, and whatever its parsing of
-#: headers and extra fields trips over (struct.error, IndexError, a bad zlib stream, ...).
-ZIP_ERRORS = (
-    zipfile.BadZipFile,
-    zipfile.LargeZipFile,
+#: What zipfile raises on a corrupt archive besides its own two errors: whatever its parsing
+#: of headers and extra fields trips over (struct.error, IndexError, a bad zlib stream, ...).
+_ZIP_PARSING_ERRORS: tuple[type[Exception], ...] = (
     EOFError,
     OSError,
     NotImplementedError,
@@ -62,6 +62,30 @@ ZIP_ERRORS = (
     struct.error,
     zlib.error,
 )
+
+
+def zip_errors() -> tuple[type[Exception], ...]:
+    """What zipfile raises on a corrupt archive: its own errors and :data:`_ZIP_PARSING_ERRORS`.
+
+    A function, and :data:`ZIP_ERRORS` its value on first use, so that zipfile (and the
+    compression modules it loads) is imported only by a run that reads or writes an .npz.
+    """
+    import zipfile
+
+    return (zipfile.BadZipFile, zipfile.LargeZipFile, *_ZIP_PARSING_ERRORS)
+
+
+if TYPE_CHECKING:
+    #: :func:`zip_errors`, as a constant.
+    ZIP_ERRORS: tuple[type[Exception], ...]
+else:
+
+    def __getattr__(name: str) -> Any:
+        """``ZIP_ERRORS`` on first use (PEP 562): :func:`zip_errors`."""
+        if name == "ZIP_ERRORS":
+            globals()[name] = value = zip_errors()
+            return value
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _one_line(exc: BaseException) -> str:
@@ -268,6 +292,8 @@ def iter_npz(
 
     Member names are returned without their ``.npy`` suffix, as ``np.load`` names them.
     """
+    import zipfile
+
     try:
         handle: IO[bytes] = io.BytesIO(source) if isinstance(source, bytes) else source.open("rb")
     except OSError as exc:
@@ -286,7 +312,7 @@ def iter_npz(
                 yield member, array
     except (InputError, LimitError):
         raise
-    except ZIP_ERRORS as exc:
+    except zip_errors() as exc:
         raise InputError(f"{name}: not a valid .npz file ({_one_line(exc)})") from exc
 
 
@@ -306,6 +332,8 @@ def encode_npy(array: Array) -> bytes:
 
 def encode_npz(members: dict[str, Array]) -> bytes:
     """The bytes of an uncompressed ``.npz`` holding ``members`` (as ``np.savez`` writes)."""
+    import zipfile
+
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
         for member, array in members.items():

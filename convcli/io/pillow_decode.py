@@ -8,6 +8,7 @@ and decoded only after the front door has checked the plan's size. 16-bit color 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import threading
 from collections.abc import Iterator
 from typing import IO, Any, Final
@@ -34,8 +35,38 @@ PILLOW_FORMATS: Final = {
     "webp": "WEBP",
 }
 
+#: Pillow's plugin module for each of :data:`PILLOW_FORMATS`.
+_PILLOW_PLUGINS: Final = {
+    "png": "PngImagePlugin",
+    "jpeg": "JpegImagePlugin",
+    "tiff": "TiffImagePlugin",
+    "bmp": "BmpImagePlugin",
+    "gif": "GifImagePlugin",
+    "webp": "WebPImagePlugin",
+}
+
 #: Pillow's bomb check reads a process-wide limit; one thread at a time may lift it.
 _PILLOW_LIMIT_LOCK = threading.Lock()
+
+
+def _load_plugin(fmt: str) -> None:
+    """Import Pillow's plugin for ``fmt`` alone, instead of the five ``Image.open`` loads.
+
+    Given a handle, ``Image.open`` first runs ``Image.preinit``, which imports the BMP, GIF,
+    JPEG, PPM and PNG plugins: about 10 ms of a one-PNG command's start-up. Pillow skips that
+    itself when it opens a file name whose extension's plugin is loaded; convcli opens a
+    handle (the format comes from the magic bytes, checked first), so it imports the plugin
+    and marks Pillow's preinit as done (``Image._initialized``, a private flag: the one way
+    to skip it for a handle). No format is lost: an open or save, by convcli or anyone in
+    the process, of a format whose plugin is not loaded yet loads them all (``Image.init``),
+    as Pillow does for every format preinit does not cover.
+    """
+    try:
+        importlib.import_module(f"PIL.{_PILLOW_PLUGINS[fmt]}")
+    except ImportError:  # as in preinit: Image.open finds what this Pillow has
+        return
+    if PILLOW_FORMATS[fmt] in PILImage.OPEN and PILImage._initialized < 1:
+        PILImage._initialized = 1
 
 
 @contextlib.contextmanager
@@ -51,6 +82,7 @@ def pillow_open(handle: IO[bytes], fmt: str) -> Iterator[PILImage.Image]:
     frame; should it ever raise its bomb error or warning, it becomes a LimitError.
     """
     with _PILLOW_LIMIT_LOCK:
+        _load_plugin(fmt)
         saved = PILImage.MAX_IMAGE_PIXELS
         PILImage.MAX_IMAGE_PIXELS = None
         try:

@@ -5,7 +5,6 @@ presets :mod:`convcli.kernels.presets`'; both produce this.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -79,6 +78,8 @@ class Kernel:
         The weights are written final (scale and normalize already applied) and exactly:
         :func:`parse_kernel_json` reads back the same weights, bias and options.
         """
+        import json  # here, not at the top: the command line loads kernels without it
+
         fields: list[tuple[str, str]] = []
         if self.name:
             fields.append(("name", json.dumps(self.name)))

@@ -17,8 +17,6 @@ ever unpickled or evaluated.
 from __future__ import annotations
 
 import codecs
-import difflib
-import json
 import math
 import re
 from pathlib import Path
@@ -111,6 +109,8 @@ def _describe(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
+        import json
+
         return _clip(json.dumps(value, ensure_ascii=False))
     if isinstance(value, list):
         return "a list"
@@ -159,6 +159,8 @@ def _nesting_depth(data: bytes) -> int:
 
 
 def _decode_json(data: bytes) -> object:
+    import json  # here, not at the top: presets and .npy kernels need no JSON parser
+
     if data.startswith(codecs.BOM_UTF8):
         raise _Defect("", "starts with a UTF-8 byte order mark; save it as plain UTF-8")
     try:
@@ -313,6 +315,8 @@ def _kernel_from_json(
         raise _Defect("", f"duplicate key {_describe(document.duplicates[0])}")
     for key in document:
         if key not in JSON_KEYS:
+            import difflib
+
             close = difflib.get_close_matches(key, JSON_KEYS, n=1)
             hint = f'did you mean "{close[0]}"? ' if close else ""
             expected = ", ".join(JSON_KEYS)

@@ -8,7 +8,6 @@ increases to the right, ``sobel-y`` where it increases downwards.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import math
 import re
@@ -291,6 +290,8 @@ def is_preset(spec: str) -> bool:
 
 def suggestion(name: str) -> str:
     """`` (did you mean "..."?)`` for the closest preset name, or a pointer to the list."""
+    import difflib  # only a misspelt name needs it
+
     close = difflib.get_close_matches(name.lower(), PRESETS, n=1)
     return f' (did you mean "{close[0]}"?)' if close else " (see `convcli kernels`)"
 

@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from convcli.errors import ConvcliError
 from convcli.validate import one_of, tolerance
+from convcli.verify import EXPECTED_LAYOUTS
 
 __all__ = [
     "CHUNK_ELEMENTS",
@@ -35,8 +36,6 @@ __all__ = [
 
 Array: TypeAlias = npt.NDArray[Any]
 
-#: Layouts the expected side may be in; the actual side is always channels-last.
-EXPECTED_LAYOUTS = ("NHWC", "NCHW")
 #: Elements compared per step: bounds the float64 scratch to a few tens of MB per array.
 CHUNK_ELEMENTS = 1 << 20
 
