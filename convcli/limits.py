@@ -39,4 +39,4 @@ STREAM_MIN_BYTES: Final = 64 * 1024**2
 #: Side of the output tiles of a streamed image (``--tile``), and of the tiled TIFF written.
 DEFAULT_TILE: Final = 512
 #: Decoded TIFF strips or tiles a streamed read keeps for the halos of neighbouring tiles.
-TILE_CACHE_BYTES: Final = 96 * 1024**2
+TILE_CACHE_BYTES: Final = 192 * 1024**2

@@ -74,9 +74,10 @@ def _tiles(
 ) -> Iterator[tuple[int, int, Array, int]]:
     """(row, column, filtered tile in the output dtype, clipped count), in row-major order."""
     if isinstance(operation, Convolution):
+        ahead = regions.prefetch if isinstance(regions, TiffRegions) else None
         yield from conv_tiles(
             lambda rows, cols: gather(regions, rows, cols),
-            regions.shape, regions.has_alpha, operation, options, tile, _filter_whole,
+            regions.shape, regions.has_alpha, operation, options, tile, _filter_whole, ahead,
         )  # fmt: skip
         return
     grid = geometry(regions.shape, operation)
@@ -279,10 +280,16 @@ def _write_tiff(
     has_alpha: bool,
     metadata: Metadata,
 ) -> None:
-    """A tiled, deflated BigTIFF, written from the tile iterator (tifffile pads edge tiles),
-    with the source's ICC profile, XMP, resolution and main EXIF fields as the in-memory
-    writer keeps them."""
+    """A tiled, deflated BigTIFF, written from the tile iterator, with the source's ICC
+    profile, XMP, resolution and main EXIF fields as the in-memory writer keeps them.
+
+    Tiles are padded to full size, given TIFF's horizontal predictor (integer samples) and
+    deflated by :func:`_deflate_tiles` on threads while the next tiles are computed;
+    tifffile writes the encoded tiles as they are.
+    """
     import tifffile
+
+    predict = dtype.kind == "u"
 
     def padded() -> Iterator[Array]:
         for _, _, result, count in tiles:
@@ -290,23 +297,64 @@ def _write_tiff(
             block = result if result.ndim == 3 else result[..., None]
             full = np.zeros((tile, tile, channels), dtype)
             full[: block.shape[0], : block.shape[1]] = block
-            yield full if channels > 1 else full[..., 0]
+            yield full
 
     options: dict[str, Any] = {
         "photometric": "rgb" if channels in (3, 4) else "minisblack",
         "compression": "zlib",
-        "compressionargs": {"level": images.PNG_COMPRESS_LEVEL},
         "metadata": None,
         "tile": (tile, tile),
     }
-    if dtype.kind == "u":
+    if predict:
         options["predictor"] = "horizontal"
     if channels in (2, 4):
         options["extrasamples"] = ("unassalpha",) if has_alpha else ("unspecified",)
     options.update(tiff_tags(metadata))
     full_shape = (*shape, channels) if channels > 1 else shape
-    with tifffile.TiffWriter(handle, bigtiff=True) as writer:
-        writer.write(padded(), shape=full_shape, dtype=dtype, **options)
+    with tifffile.TiffWriter(handle, bigtiff=True, byteorder="<") as writer:
+        encoded = _deflate_tiles(padded(), predict)
+        writer.write(encoded, shape=full_shape, dtype=dtype, **options)
+
+
+#: Tiles deflated ahead of the writer, per thread: enough to keep every core busy.
+_TILES_AHEAD = 2
+
+
+def _deflate_tiles(tiles: Iterator[Array], predict: bool) -> Iterator[bytes]:
+    """Each (tile, tile, C) tile as TIFF deflate bytes, in order, compressed on threads.
+
+    zlib's run-length strategy (``Z_RLE``) on predicted rows: on a blurred photograph's
+    512x512 RGB tile 15 ms and 147 kB, against 113 ms and 144 kB for the default strategy
+    at level 6 (flat tiles: 3 ms, 2 kB). zlib releases the GIL, so the threads overlap each
+    other and the filtering of the next tiles.
+    """
+    from collections import deque
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    from convcli.engine.threads import available_cores
+
+    workers = available_cores()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque[Future[bytes]] = deque()
+        for full in tiles:
+            pending.append(pool.submit(_deflate_tile, full, predict))
+            if len(pending) > workers * _TILES_AHEAD:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _deflate_tile(full: Array, predict: bool) -> bytes:
+    """One tile, little-endian, with the horizontal predictor if ``predict``, deflated."""
+    import zlib
+
+    data = full.astype(full.dtype.newbyteorder("<"), copy=False)
+    if predict:  # TIFF predictor 2: each sample minus its left neighbour's, modulo 2**bits
+        residual = data.copy()
+        np.subtract(data[:, 1:], data[:, :-1], out=residual[:, 1:])
+        data = residual
+    packer = zlib.compressobj(images.PNG_COMPRESS_LEVEL, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
+    return packer.compress(data.tobytes()) + packer.flush()
 
 
 def _write_npy(

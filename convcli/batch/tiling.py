@@ -31,6 +31,8 @@ Array = npt.NDArray[Any]
 FilterTile = Callable[[Array, bool, Convolution, OutputOptions], tuple[Array, int]]
 #: (input row indices, input column indices) -> the (rows, cols, C) block they pick.
 Gather = Callable[[Array, Array], Array]
+#: (input rows, input columns) a later gather will read: start reading them ahead.
+Prefetch = Callable[[slice, slice], None]
 #: The formats whose convolutions run on the tile grid (what a streamed run reads and writes).
 GRID_FORMATS = ("tiff", "npy")
 
@@ -94,33 +96,45 @@ def conv_tiles(
     options: OutputOptions,
     tile: int,
     filter_tile: FilterTile,
+    prefetch: Prefetch | None = None,
 ) -> Iterator[tuple[int, int, Array, int]]:
     """(first row, first column, filtered tile, clipped count) of every output tile, in
     row-major order.
 
     Each tile's block is gathered with its padding already applied (every pad mode,
-    through the axes' index maps) and filtered with none.
+    through the axes' index maps) and filtered with none. ``prefetch`` is told the input
+    rectangle of the next tile before this one is filtered.
     """
     grid = geometry(shape, operation)
     flat = dataclasses.replace(operation, padding=(0, 0, 0, 0))
-    for r0 in range(0, grid.out_height, tile):
-        r1 = min(r0 + tile, grid.out_height)
-        for c0 in range(0, grid.out_width, tile):
-            c1 = min(c0 + tile, grid.out_width)
-            span_r = grid.rows.padded_span(r0, r1)
-            span_c = grid.cols.padded_span(c0, c1)
-            block = gather(grid.rows.index[span_r], grid.cols.index[span_c])
-            if grid.rows.fill_only:
-                block[~grid.rows.valid[span_r]] = 0
-                block[:, ~grid.cols.valid[span_c]] = 0
-            pixels = block[..., 0] if block.shape[2] == 1 else block
-            result, clipped = filter_tile(pixels, has_alpha, flat, options)
-            expected = (r1 - r0, c1 - c0)
-            if result.shape[:2] != expected:
-                raise ConvcliError(f"tile {r0},{c0}: {result.shape[:2]} instead of {expected}")
-            if c1 == grid.out_width:  # before the yield: a consumer may stop at the last tile
-                rows_done(r1, grid.out_height)
-            yield r0, c0, result, clipped
+    corners = [
+        (r0, c0) for r0 in range(0, grid.out_height, tile) for c0 in range(0, grid.out_width, tile)
+    ]
+
+    def spans(r0: int, c0: int) -> tuple[slice, slice]:
+        r1, c1 = min(r0 + tile, grid.out_height), min(c0 + tile, grid.out_width)
+        return grid.rows.padded_span(r0, r1), grid.cols.padded_span(c0, c1)
+
+    for number, (r0, c0) in enumerate(corners):
+        r1, c1 = min(r0 + tile, grid.out_height), min(c0 + tile, grid.out_width)
+        span_r, span_c = spans(r0, c0)
+        if prefetch is not None and number + 1 < len(corners):
+            next_r, next_c = spans(*corners[number + 1])
+            rows_read, cols_read = grid.rows.index[next_r], grid.cols.index[next_c]
+            prefetch(slice(int(rows_read.min()), int(rows_read.max()) + 1),
+                     slice(int(cols_read.min()), int(cols_read.max()) + 1))  # fmt: skip
+        block = gather(grid.rows.index[span_r], grid.cols.index[span_c])
+        if grid.rows.fill_only:
+            block[~grid.rows.valid[span_r]] = 0
+            block[:, ~grid.cols.valid[span_c]] = 0
+        pixels = block[..., 0] if block.shape[2] == 1 else block
+        result, clipped = filter_tile(pixels, has_alpha, flat, options)
+        expected = (r1 - r0, c1 - c0)
+        if result.shape[:2] != expected:
+            raise ConvcliError(f"tile {r0},{c0}: {result.shape[:2]} instead of {expected}")
+        if c1 == grid.out_width:  # before the yield: a consumer may stop at the last tile
+            rows_done(r1, grid.out_height)
+        yield r0, c0, result, clipped
 
 
 def conv_on_grid(

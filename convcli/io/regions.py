@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -40,7 +41,9 @@ class TiffRegions:
     """Rectangles of a TIFF's first page, decoded from the strips or tiles that hold them.
 
     Decoded segments are kept in a least-recently-used cache of ``cache_bytes``, so the
-    overlapping halos of neighbouring tiles decode each segment about once.
+    overlapping halos of neighbouring tiles decode each segment about once; :meth:`prefetch`
+    decodes the segments of the next rectangle on a background thread (zlib and the
+    predictor release the GIL) while the current one is filtered.
     """
 
     def __init__(self, handle: BinaryIO, name: str, cache_bytes: int | None = None) -> None:
@@ -60,42 +63,72 @@ class TiffRegions:
         else:
             self.segment = (int(page.rowsperstrip), self.shape[1])
         self._cache: OrderedDict[int, Array] = OrderedDict()
+        self._pending: dict[int, Future[Array]] = {}
+        self._pool: ThreadPoolExecutor | None = None
         self._cache_bytes = limits.TILE_CACHE_BYTES if cache_bytes is None else cache_bytes
         self._cached = 0
+        #: Segments decoded so far (a segment evicted and read again counts twice).
+        self.decoded = 0
         self._decode = page.decode
         self._jpeg: dict[str, Any] = {}
         if int(page.compression) in (6, 7, 34892, 33007):
             self._jpeg = {"jpegtables": page.jpegtables, "jpegheader": page.jpegheader}
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
         self._tif.close()
         self._handle.close()
 
-    def fit_cache(self, band_rows: int) -> None:
-        """Keep the segments that neighbouring tiles of one row of output tiles share.
+    def prefetch(self, rows: slice, cols: slice) -> None:
+        """Start decoding the segments a later :meth:`read` of this rectangle needs."""
+        for index in self._indices(rows, cols):
+            if index not in self._cache and index not in self._pending:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(max_workers=1)
+                self._pending[index] = self._pool.submit(self._decoded, index)
 
-        A tile of ``band_rows`` input rows (its halo included) reads ``down`` segments
-        vertically and at most three columns of them: the cache holds those, so it does not
-        grow with the image's width (a segment under a seam between two rows of tiles is
-        decoded once for each). Strips span the width by design: a band of them is kept.
+    def _indices(self, rows: slice, cols: slice) -> list[int]:
+        seg_h, seg_w = self.segment
+        across = -(-self.shape[1] // seg_w)
+        return [
+            seg_row * across + seg_col
+            for seg_row in range(rows.start // seg_h, -(-rows.stop // seg_h))
+            for seg_col in range(cols.start // seg_w, -(-cols.stop // seg_w))
+        ]
+
+    def _decoded(self, index: int) -> Array:
+        """Segment ``index`` decoded (safe on any thread: a positioned read, no seek)."""
+        count = int(self.page.databytecounts[index])
+        data = os.pread(self._handle.fileno(), count, int(self.page.dataoffsets[index]))
+        decoded, _, shape = self._decode(data, index, _fullsize=self.page.is_tiled, **self._jpeg)
+        if decoded is None:
+            return np.zeros(shape[1:], self.dtype)
+        segment: Array = np.asarray(decoded).reshape(shape[1], shape[2], shape[3])
+        return segment
+
+    def fit_cache(self, band_rows: int) -> None:
+        """Keep the segments that one row of output tiles and the next share.
+
+        A row of output tiles reads ``band_rows`` input rows (its halo included): the
+        segments under its bottom halo are the next row's top ones. The cache holds the rows
+        of segments one band spans, whole, so each segment is decoded once; it grows with the
+        width (a 40000-pixel-wide RGB image with 512x512 tiles: 3 rows of 79 tiles, 186 MB),
+        never with the height, and at most TILE_CACHE_BYTES. Strips span the width by design.
         """
         seg_h, seg_w = self.segment
-        across = min(-(-self.shape[1] // seg_w), 3)
-        down = -(-band_rows // seg_h) + 1
+        across = -(-self.shape[1] // seg_w)
+        down = -(-band_rows // seg_h) + 1  # a band not aligned to segments spans one more
         segment_bytes = seg_h * seg_w * self.shape[2] * self.dtype.itemsize
-        self._cache_bytes = min(limits.TILE_CACHE_BYTES, across * down * segment_bytes)
+        self._cache_bytes = min(limits.TILE_CACHE_BYTES, (across * down + 2) * segment_bytes)
 
     def _segment(self, index: int) -> Array:
         if index in self._cache:
             self._cache.move_to_end(index)
             return self._cache[index]
-        handle = self._tif.filehandle
-        handle.seek(self.page.dataoffsets[index])
-        data = handle.read(self.page.databytecounts[index])
-        decoded, _, shape = self._decode(data, index, _fullsize=self.page.is_tiled, **self._jpeg)
-        if decoded is None:
-            decoded = np.zeros(shape, self.dtype)
-        segment = np.asarray(decoded).reshape(shape[1], shape[2], shape[3])
+        pending = self._pending.pop(index, None)
+        segment = pending.result() if pending is not None else self._decoded(index)
+        self.decoded += 1
         self._cache[index] = segment
         self._cached += segment.nbytes
         while self._cached > self._cache_bytes and len(self._cache) > 1:
