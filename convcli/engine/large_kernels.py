@@ -23,7 +23,7 @@ from convcli.engine.paths import (
     conv_depthwise,
     conv_gemm,
 )
-from convcli.engine.threads import run_blocks, single_blas_thread
+from convcli.engine.threads import run_blocks, run_blocks_one_blas_thread
 
 # --------------------------------------------------------------------------- separable
 
@@ -97,15 +97,8 @@ def conv_separable(geometry: ConvGeometry, result: Array, block_bytes: int, thre
         vertical = np.matmul(down[None, :, :height, :span_h], flat)  # (n, C, rows, tiles*tile)
         result[images, first:stop] = vertical[..., : cols.out].transpose(0, 2, 3, 1)
 
-    if 2 <= min(threads, len(tasks)):
-        # Bands on Python threads, one BLAS thread each: these products are too small for
-        # OpenBLAS to spread over cores itself.
-        with single_blas_thread() as single:
-            if single:
-                run_blocks(tasks, band, threads)
-                return
-    for task in tasks:
-        band(task)
+    # these products are too small for OpenBLAS to spread over cores itself
+    run_blocks_one_blas_thread(tasks, band, threads)
 
 
 # --------------------------------------------------------------------------- fft

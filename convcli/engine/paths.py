@@ -29,7 +29,7 @@ import numpy.typing as npt
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 from convcli.engine.blocks import AxisPlan, bands, padded_block
-from convcli.engine.threads import run_blocks, single_blas_thread
+from convcli.engine.threads import run_blocks, run_blocks_one_blas_thread
 
 Array: TypeAlias = npt.NDArray[Any]
 
@@ -215,15 +215,9 @@ def _gemm_tiled(geometry: ConvGeometry, result: Array, block_bytes: int, threads
             target[...] = product[:, :, : cols.out]
 
     tasks = bands(geometry.batch.shape[0], rows.out, row_bytes, block_bytes)
-    if 2 <= min(threads, len(tasks)) <= GEMM_MAX_WORKERS:
-        # One BLAS thread per band, the bands on Python threads: OpenBLAS's own threads
-        # synchronise after every product and drift by 2x when the VM deschedules one.
-        with single_blas_thread() as single:
-            if single:
-                run_blocks(tasks, band, threads)
-                return
-    for task in tasks:
-        band(task)
+    # OpenBLAS's own threads synchronise after every product and drift by 2x when the VM
+    # deschedules one: one BLAS thread per band, the bands on Python threads
+    run_blocks_one_blas_thread(tasks, band, threads, GEMM_MAX_WORKERS)
 
 
 class Im2col:

@@ -53,6 +53,22 @@ def resolve_threads(threads: int | None) -> int:
     return value
 
 
+def run_blocks_one_blas_thread(
+    tasks: Sequence[Task], work: Callable[[Task], None], threads: int, most: int | None = None
+) -> None:
+    """:func:`run_blocks` with OpenBLAS held to one thread while 2 to ``most`` Python threads
+    run the tasks (each task's products are too small, or sync too often, to thread well
+    inside BLAS); in order on this thread otherwise, or when OpenBLAS cannot be limited."""
+    workers = min(threads, len(tasks))
+    if 2 <= workers and (most is None or workers <= most):
+        with single_blas_thread() as single:
+            if single:
+                run_blocks(tasks, work, threads)
+                return
+    for task in tasks:
+        work(task)
+
+
 def run_blocks(tasks: Sequence[Task], work: Callable[[Task], None], threads: int) -> None:
     """Call ``work`` on every task, on up to ``threads`` threads; re-raise the first error.
 
